@@ -1,0 +1,52 @@
+"""The character CNN: embedding -> Conv1d (several widths, SAME padding) -> masked global
+max-pool -> FC -> dropout -> FC -> one logit per tag.
+
+Export-friendly by construction: padding sizes come from the kernel widths (constants), the
+pool is ``amax`` over the length axis, and the mask comes from ``ids != PAD`` — no Python
+arithmetic on runtime shapes, so ONNX keeps batch and length dynamic.
+
+Padding invariance: PAD embeds to a zero vector (``padding_idx``), which is exactly what SAME
+zero-padding adds at a text's end; and padded positions are masked out of the max-pool. So a
+text scores the same alone or padded to any length.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tagging.config import ModelConfig
+from tagging.vocab import PAD_ID
+
+
+class CharCNN(nn.Module):
+    def __init__(self, vocab_size: int, num_labels: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=PAD_ID)
+        self.convs = nn.ModuleList(nn.Conv1d(cfg.embedding_dim, cfg.num_filters, w) for w in cfg.filter_widths)
+        # SAME padding for width w: (w-1)//2 on the left, w//2 on the right (constants).
+        self.pads = [((w - 1) // 2, w // 2) for w in cfg.filter_widths]
+        features = cfg.num_filters * len(cfg.filter_widths)
+        self.fc1 = nn.Linear(features, cfg.hidden_dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.fc2 = nn.Linear(cfg.hidden_dim, num_labels)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: int64 [batch, length], 0 = PAD -> logits: float [batch, num_labels]."""
+        mask = (ids != PAD_ID).unsqueeze(1)  # [B, 1, L]
+        x = self.embedding(ids).transpose(1, 2)  # [B, E, L]
+        pooled = []
+        for conv, pad in zip(self.convs, self.pads):
+            z = F.relu(conv(F.pad(x, pad)))  # [B, F, L], >= 0
+            # ReLU outputs are >= 0, so zeroing padded positions never changes the max of a
+            # non-empty text: the pool sees only the text's own positions.
+            pooled.append((z * mask.to(z.dtype)).amax(dim=-1))
+        h = torch.cat(pooled, dim=1)
+        h = self.dropout(F.relu(self.fc1(h)))
+        return self.fc2(h)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

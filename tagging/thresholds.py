@@ -1,0 +1,56 @@
+"""Decision thresholds: fit on validation scores only, applied by one function everywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tagging.metrics import weighted_f1
+
+GRID = np.round(np.arange(0.05, 0.951, 0.01), 4)
+
+
+def apply_thresholds(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """THE one place scores become tags: bool [rows, labels] = probs >= per-class threshold."""
+    return np.asarray(probs) >= np.asarray(thresholds, dtype=np.float32)[None, :]
+
+
+def fit_global_threshold(y_true: np.ndarray, probs: np.ndarray, grid: np.ndarray = GRID) -> float:
+    """The single threshold that maximizes weighted F1 (ties: the lowest)."""
+    scores = [weighted_f1(y_true, probs >= t) for t in grid]
+    return float(grid[int(np.argmax(scores))])
+
+
+def fit_class_thresholds(y_true: np.ndarray, probs: np.ndarray, grid: np.ndarray = GRID) -> np.ndarray:
+    """Per class, the threshold that maximizes that class's F1 (ties: the value closest to 0.5)."""
+    y_true = np.asarray(y_true).astype(bool)
+    out = np.empty(y_true.shape[1], dtype=np.float64)
+    preds = probs[:, :, None] >= grid[None, None, :]  # [rows, labels, grid]
+    tp = (preds & y_true[:, :, None]).sum(0)
+    fp = (preds & ~y_true[:, :, None]).sum(0)
+    fn = (~preds & y_true[:, :, None]).sum(0)
+    f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+    for j in range(y_true.shape[1]):
+        best = np.flatnonzero(f1[j] >= f1[j].max() - 1e-12)
+        out[j] = grid[best[np.argmin(np.abs(grid[best] - 0.5))]]
+    return out
+
+
+def fit_thresholds(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    min_support: int = 5,
+    shrink: float = 0.0,
+    grid: np.ndarray = GRID,
+) -> tuple[np.ndarray, float]:
+    """Per-class thresholds with a fallback; returns (thresholds [labels], global threshold).
+
+    Classes with fewer than ``min_support`` validation positives take the global threshold;
+    ``shrink`` in [0, 1] pulls every per-class threshold toward the global one
+    (0 = pure per-class, 1 = global only).
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    global_t = fit_global_threshold(y_true, probs, grid)
+    per_class = fit_class_thresholds(y_true, probs, grid)
+    support = y_true.sum(0)
+    out = np.where(support >= min_support, (1 - shrink) * per_class + shrink * global_t, global_t)
+    return np.round(out, 4), global_t

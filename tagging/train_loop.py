@@ -1,0 +1,152 @@
+"""Framework-free training pieces: batches, loss, one epoch, prediction, early stopping.
+
+The Ray Train worker only fetches its shard and calls these, so they are tested without Ray.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from tagging.batching import bucket_order
+from tagging.vocab import CharVocab
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # int64 [batch, length], 0 = PAD
+    y: torch.Tensor | None  # float32 [batch, labels]
+
+
+def encode_batch(texts: Sequence[str], vocab: CharVocab, max_length: int) -> torch.Tensor:
+    ids, _ = vocab.encode(texts, max_length)
+    return torch.from_numpy(ids)
+
+
+def iter_batches(
+    texts: Sequence[str],
+    y: np.ndarray | None,
+    vocab: CharVocab,
+    batch_size: int,
+    max_length: int,
+    rng: np.random.Generator | None = None,
+) -> Iterator[Batch]:
+    """Length-bucketed batches over in-memory rows (training: rng shuffles batch order)."""
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    for idx in bucket_order(lengths, batch_size, rng):
+        ids = encode_batch([texts[i] for i in idx], vocab, max_length)
+        yield Batch(ids, None if y is None else torch.from_numpy(np.asarray(y[idx], dtype=np.float32)))
+
+
+def make_loss(y_train: np.ndarray, imbalance: str) -> nn.Module:
+    """BCE-with-logits with imbalance handling computed from training label counts.
+
+    'pos_weight': positives weighted by sqrt(neg/pos) per class (damped, measured better than raw);
+    'inverse_count': per-class weights proportional to 1/count (the reference), mean 1;
+    'none': plain BCE.
+    """
+    y_train = np.asarray(y_train, dtype=np.float64)
+    pos = y_train.sum(0)
+    neg = len(y_train) - pos
+    if imbalance == "pos_weight":
+        weight = np.sqrt(np.maximum(neg, 1) / np.maximum(pos, 1))
+        return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, dtype=torch.float32))
+    if imbalance == "inverse_count":
+        w = 1.0 / np.maximum(pos, 1)
+        w = w / w.mean()
+        return nn.BCEWithLogitsLoss(weight=torch.tensor(w, dtype=torch.float32))
+    if imbalance == "none":
+        return nn.BCEWithLogitsLoss()
+    raise ValueError(f"unknown imbalance handling {imbalance!r}")
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device | str = "cpu",
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[float, int]:
+    """One pass over ``batches``; returns (mean loss per sample, samples seen).
+
+    With a ``scaler`` (GPU), the forward pass runs in float16 autocast.
+    """
+    model.train()
+    total, seen = 0.0, 0
+    device = torch.device(device)
+    loss_fn = loss_fn.to(device)
+    for batch in batches:
+        ids, y = batch.ids.to(device, non_blocking=True), batch.y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        ctx = torch.autocast(device.type, dtype=torch.float16) if scaler is not None else nullcontext()
+        with ctx:
+            logits = model(ids)
+        loss = loss_fn(logits.float(), y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        total += float(loss.detach()) * len(ids)
+        seen += len(ids)
+    return total / max(seen, 1), seen
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, batches: Iterable[Batch], device: torch.device | str = "cpu") -> np.ndarray:
+    """Sigmoid probabilities float32 [rows, labels] in batch order."""
+    model.eval()
+    out = [torch.sigmoid(model(b.ids.to(device)).float()).cpu().numpy() for b in batches]
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict_texts(model: nn.Module, texts: Sequence[str], vocab: CharVocab, max_length: int, batch_size: int = 256) -> np.ndarray:
+    """Probabilities for texts in their given order (length-bucketed internally)."""
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    order = np.concatenate(bucket_order(lengths, batch_size, None)) if len(texts) else np.zeros(0, dtype=np.int64)
+    probs = predict_probs(model, (Batch(encode_batch([texts[i] for i in idx], vocab, max_length), None)
+                                  for idx in bucket_order(lengths, batch_size, None)))
+    out = np.empty_like(probs)
+    out[order] = probs
+    return out
+
+
+@dataclass
+class EarlyStopping:
+    """Tracks the best validation score and keeps a *copy* of the best weights."""
+
+    patience: int
+    best_score: float = -np.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    best_state: dict | None = field(default=None, repr=False)
+
+    def update(self, score: float, epoch: int, model: nn.Module) -> bool:
+        """Record an epoch; returns True when training should stop."""
+        if score > self.best_score + 1e-6:
+            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+            self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()})
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def state(self) -> dict:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "best_state": self.best_state}
+
+    @classmethod
+    def from_state(cls, patience: int, state: dict) -> "EarlyStopping":
+        return cls(patience, state["best_score"], state["best_epoch"], state["bad_epochs"], state["best_state"])
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (or the model itself)."""
+    return getattr(model, "module", model)
