@@ -44,16 +44,16 @@ def iter_batches(
         yield Batch(ids, None if y is None else torch.from_numpy(np.asarray(y[idx], dtype=np.float32)))
 
 
-def make_loss(y_train: np.ndarray, imbalance: str) -> nn.Module:
-    """BCE-with-logits with imbalance handling computed from training label counts.
+def make_loss(pos_counts: np.ndarray, n_rows: int, imbalance: str) -> nn.Module:
+    """BCE-with-logits with imbalance handling from training label counts.
 
-    'pos_weight': positives weighted by sqrt(neg/pos) per class (damped, measured better than raw);
+    ``pos_counts``: positives per class in the training split; ``n_rows``: training rows.
+    'pos_weight': positives weighted by sqrt(neg/pos) per class (damped);
     'inverse_count': per-class weights proportional to 1/count (the reference), mean 1;
     'none': plain BCE.
     """
-    y_train = np.asarray(y_train, dtype=np.float64)
-    pos = y_train.sum(0)
-    neg = len(y_train) - pos
+    pos = np.asarray(pos_counts, dtype=np.float64)
+    neg = n_rows - pos
     if imbalance == "pos_weight":
         weight = np.sqrt(np.maximum(neg, 1) / np.maximum(pos, 1))
         return nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weight, dtype=torch.float32))
@@ -150,3 +150,51 @@ class EarlyStopping:
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (or the model itself)."""
     return getattr(model, "module", model)
+
+
+def fit_local(
+    train_texts: Sequence[str],
+    y_train: np.ndarray,
+    val_texts: Sequence[str],
+    y_val: np.ndarray,
+    vocab: CharVocab,
+    cfg,
+    max_epochs: int | None = None,
+    log=None,
+) -> tuple[nn.Module, list[dict], EarlyStopping]:
+    """Plain single-process training with the same pieces as the Ray Train worker.
+
+    Used by the training benchmark (the baseline Ray Train is compared with), by experiments
+    and by tests. Returns the model with the best weights loaded, the history and the stopper.
+    """
+    import time
+
+    from tagging.metrics import weighted_f1
+    from tagging.model import CharCNN
+    from tagging.thresholds import fit_global_threshold
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = CharCNN(vocab.size, y_train.shape[1], cfg.model)
+    loss_fn = make_loss(y_train.sum(0), len(y_train), cfg.imbalance)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience)
+    stopper = EarlyStopping(cfg.patience)
+    history = []
+    for epoch in range(max_epochs or cfg.max_epochs):
+        t0 = time.perf_counter()
+        loss, seen = train_epoch(model, iter_batches(train_texts, y_train, vocab, cfg.batch_size, cfg.model.max_length, rng), loss_fn, opt)
+        secs = time.perf_counter() - t0
+        p_val = predict_texts(model, val_texts, vocab, cfg.model.max_length)
+        t = fit_global_threshold(y_val, p_val)
+        f1 = weighted_f1(y_val, p_val >= t)
+        sched.step(f1)
+        stop = stopper.update(f1, epoch, model)
+        history.append({"epoch": epoch, "train_loss": loss, "val_f1": f1, "train_seconds": secs, "samples_per_s": seen / secs})
+        if log:
+            log(f"epoch {epoch}: loss {loss:.4f} val_f1 {f1:.4f} ({seen / secs:.0f} samples/s)")
+        if stop:
+            break
+    if stopper.best_state is not None:
+        model.load_state_dict(stopper.best_state)
+    return model, history, stopper

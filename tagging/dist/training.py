@@ -1,0 +1,142 @@
+"""The `tagging train` job: Ray Data read -> core prepare -> Ray Train DDP -> artifact."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tagging.artifact import Artifact, save_artifact, sha256_file, update_manifest
+from tagging.config import TrainConfig, to_dict
+from tagging.dataset import Prepared, prepare, summary_line
+from tagging.labels import TagIndex, read_labels_file
+from tagging.metrics import evaluate
+from tagging.model import CharCNN, count_parameters
+from tagging.readers import check_columns, plan_units
+from tagging.thresholds import apply_thresholds, fit_thresholds
+from tagging.train_loop import predict_texts
+from tagging.vocab import CharVocab
+
+
+def new_run_name(prefix: str = "train") -> str:
+    """Unique per run (a reused name silently resumes that run in Ray Train V2)."""
+    return f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def load_inputs(cfg: TrainConfig) -> tuple[TagIndex | None, list[str] | None]:
+    tag_index = fixed = None
+    if cfg.data.tags_file:
+        tag_index = TagIndex.from_records(json.loads(Path(cfg.data.tags_file).read_text("utf-8")))
+    if cfg.data.labels_file:
+        fixed = read_labels_file(Path(cfg.data.labels_file).read_text("utf-8"))
+    return tag_index, fixed
+
+
+def prepare_with_ray(cfg: TrainConfig, data: Sequence[str], log: Callable[[str], None] = print) -> Prepared:
+    from tagging.dist.data import collect_training_rows
+
+    units = plan_units(data)
+    check_columns(units, cfg.data, need_tags=True)
+    tag_index, fixed = load_inputs(cfg)
+    rows, rejects = collect_training_rows(units, cfg.data)
+    prepared = prepare(rows, rejects, cfg.data, cfg.seed, tag_index, fixed)
+    log(f"[tagging] {summary_line(prepared.counts)}")
+    return prepared
+
+
+def to_ray(df: pd.DataFrame):
+    import ray
+
+    table = pd.DataFrame({"text": df["text"].to_numpy(dtype=object), "length": df["length"].astype("int64").to_numpy()})
+    ds = ray.data.from_pandas(table)
+    y = np.stack(df["y"].to_numpy()).astype(np.float32) if len(df) else np.zeros((0, 1), np.float32)
+    return ray.data.from_items([{"text": t, "length": int(n), "y": yy} for t, n, yy in zip(table["text"], table["length"], y)]) if len(df) < 0 else _with_tensor(table, y)
+
+
+def _with_tensor(table: pd.DataFrame, y: np.ndarray):
+    import pyarrow as pa
+    import ray
+    from ray.data.extensions import ArrowTensorArray
+
+    arrow = pa.table({"text": pa.array(table["text"].tolist(), pa.string()),
+                      "length": pa.array(table["length"].to_numpy(), pa.int64()),
+                      "y": ArrowTensorArray.from_numpy(y)})
+    return ray.data.from_arrow(arrow)
+
+
+def run_training(
+    cfg: TrainConfig,
+    data: Sequence[str],
+    out: str,
+    *,
+    run_name: str | None = None,
+    storage: str = "runs",
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+) -> Artifact:
+    """Train end to end and write the artifact to ``out``; returns the loaded artifact."""
+    from tagging.dist.runtime import init_ray
+    from tagging.dist.train import build_trainer, load_checkpoint_state
+
+    t_start = time.perf_counter()
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
+    run_name = run_name or new_run_name()
+    storage = os.path.abspath(storage) if "://" not in storage else storage
+    init_ray(address)
+    prepared = prepare_with_ray(cfg, data, log)
+    train_df, val_df, test_df = prepared.split("train"), prepared.split("val"), prepared.split("test")
+    vocab = CharVocab.fit(train_df["text"])
+    y_train = np.stack(train_df["y"].to_numpy())
+    truncated = {name: int((df["length"] > cfg.model.max_length).sum()) for name, df in (("train", train_df), ("val", val_df), ("test", test_df))}
+    log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
+    loop_cfg = {
+        "config": to_dict(cfg), "vocab": list(vocab.chars), "num_labels": len(prepared.labels),
+        "label_counts": y_train.sum(0).tolist(), "n_train": len(train_df),
+    }
+    trainer = build_trainer(cfg, loop_cfg, {"train": _with_tensor(train_df, y_train), "val": _with_tensor(val_df, np.stack(val_df["y"].to_numpy()))}, run_name, storage)
+    log(f"[tagging] run {run_name}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{run_name}")
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {run_name} finished without a checkpoint")
+    state = load_checkpoint_state(result.checkpoint)
+    stop_state = state["early_stopping"]
+    model = CharCNN(vocab.size, len(prepared.labels), cfg.model)
+    model.load_state_dict(stop_state["best_state"])
+    model.eval()
+    log(f"[tagging] best epoch {stop_state['best_epoch']} (val weighted F1 {stop_state['best_score']:.4f}) of {len(state['history'])} epochs")
+
+    val_texts, test_texts = val_df["text"].tolist(), test_df["text"].tolist()
+    y_val, y_test = np.stack(val_df["y"].to_numpy()), np.stack(test_df["y"].to_numpy())
+    p_val = predict_texts(model, val_texts, vocab, cfg.model.max_length)
+    thresholds, global_t = fit_thresholds(y_val, p_val, min_support=cfg.threshold_min_support)
+    p_test = predict_texts(model, test_texts, vocab, cfg.model.max_length)
+    metrics = evaluate(y_test, apply_thresholds(p_test, thresholds), prepared.labels.labels)
+    metrics["global_threshold_f1"] = evaluate(y_test, apply_thresholds(p_test, np.full(len(thresholds), global_t)), prepared.labels.labels)["overall"]["f1"]
+    metrics["split"] = "test"
+    log(f"[tagging] test weighted F1 {metrics['overall']['f1']:.4f} (per-class thresholds), {metrics['global_threshold_f1']:.4f} (global {global_t:.2f}); macro F1 {metrics['overall']['macro_f1']:.4f}")
+
+    art = save_artifact(
+        out, config=cfg, labels=prepared.labels, vocab=vocab, state_dict=stop_state["best_state"], model=model,
+        thresholds=thresholds, global_threshold=global_t, metrics=metrics,
+        splits=dict(zip(prepared.rows["id"], prepared.rows["split"])), history=state["history"],
+        data_hash=prepared.data_hash, model_version=run_name, parity_texts=val_texts[:256],
+        extra={
+            "run": {"name": run_name, "storage": storage, "best_epoch": stop_state["best_epoch"],
+                    "epochs": len(state["history"]), "seconds": round(time.perf_counter() - t_start, 1)},
+            "data": {"inputs": list(data), **prepared.counts, "truncated": truncated},
+            "parameters": count_parameters(model),
+        },
+    )
+    rejects_path = art.path / "rejects.parquet"
+    prepared.rejects.astype({"id": "string", "reason": "string", "source": "string", "raw": "string"}).to_parquet(rejects_path, index=False)
+    art = update_manifest(art, {"rejects.parquet": rejects_path}, {})
+    log(f"[tagging] artifact {art.path} (model_version {art.model_version}); rejects: {rejects_path}")
+    return art

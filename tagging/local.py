@@ -1,0 +1,71 @@
+"""Train an artifact in-process, without Ray (tests, quick experiments, benchmarks).
+
+Same data path (tolerant readers, prepare), same model, thresholds and artifact as
+`tagging train`; only the training loop runs in one process instead of Ray Train workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from tagging.artifact import Artifact, save_artifact
+from tagging.config import TrainConfig
+from tagging.dataset import Prepared, prepare
+from tagging.labels import TagIndex, read_labels_file
+from tagging.metrics import evaluate
+from tagging.model import count_parameters
+from tagging.readers import Reject, check_columns, plan_units, read_unit
+from tagging.thresholds import apply_thresholds, fit_thresholds
+from tagging.train_loop import fit_local, predict_texts
+from tagging.vocab import CharVocab
+
+
+def read_rows_local(data: Sequence[str], cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Valid rows and rejects of labeled files, read in this process."""
+    units = plan_units(data)
+    check_columns(units, cfg.data, need_tags=True)
+    rows, rejects = [], []
+    for unit in units:
+        for seq, item in enumerate(read_unit(unit, cfg.data, True)):
+            if isinstance(item, Reject):
+                rejects.append({"id": item.id, "reason": item.reason, "source": item.source, "raw": item.raw})
+            else:
+                rows.append({"id": item.id, "text": item.text, "tags": item.tags, "source": item.source,
+                             "length": item.length, "unit": unit.name, "seq": seq})
+    return (pd.DataFrame(rows, columns=["id", "text", "tags", "source", "length", "unit", "seq"]),
+            pd.DataFrame(rejects, columns=["id", "reason", "source", "raw"]))
+
+
+def prepare_local(data: Sequence[str], cfg: TrainConfig) -> Prepared:
+    import json
+    from pathlib import Path
+
+    rows, rejects = read_rows_local(data, cfg)
+    index = TagIndex.from_records(json.loads(Path(cfg.data.tags_file).read_text())) if cfg.data.tags_file else None
+    fixed = read_labels_file(Path(cfg.data.labels_file).read_text()) if cfg.data.labels_file else None
+    return prepare(rows, rejects, cfg.data, cfg.seed, index, fixed)
+
+
+def train_local(data: Sequence[str], out: str, cfg: TrainConfig, model_version: str = "local", log=None) -> Artifact:
+    """Train in-process and write a full artifact (ONNX included) to ``out``."""
+    p = prepare_local(data, cfg)
+    tr, va, te = p.split("train"), p.split("val"), p.split("test")
+    vocab = CharVocab.fit(tr["text"])
+    yt, yv, ye = (np.stack(d["y"].to_numpy()) for d in (tr, va, te))
+    model, history, stopper = fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, cfg, log=log)
+    pv = predict_texts(model, va["text"].tolist(), vocab, cfg.model.max_length)
+    thresholds, global_t = fit_thresholds(yv, pv, cfg.threshold_min_support)
+    pt = predict_texts(model, te["text"].tolist(), vocab, cfg.model.max_length)
+    metrics = evaluate(ye, apply_thresholds(pt, thresholds), p.labels.labels)
+    metrics["split"] = "test"
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return save_artifact(
+        out, config=cfg, labels=p.labels, vocab=vocab, state_dict=state, model=model, thresholds=thresholds,
+        global_threshold=global_t, metrics=metrics, splits=dict(zip(p.rows["id"], p.rows["split"])),
+        history=history, data_hash=p.data_hash, model_version=model_version, parity_texts=va["text"].tolist()[:256],
+        extra={"run": {"name": model_version, "mode": "local", "best_epoch": stopper.best_epoch},
+               "data": {"inputs": list(data), **p.counts}, "parameters": count_parameters(model)},
+    )
