@@ -39,6 +39,8 @@ def parse_tags(value: object, delimiter: str = ",") -> list[str]:
                 raise TagParseError(f"tags not a valid JSON list: {exc.msg}") from None
             if not isinstance(items, list):
                 raise TagParseError("tags JSON is not a list")
+        elif stripped.startswith("{"):
+            raise TagParseError("tags given as a JSON object (expected a list)")
         elif stripped == "":
             items = []
         else:

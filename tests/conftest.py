@@ -1,0 +1,41 @@
+"""Shared fixtures. Ray is never imported here: unit tests must run without it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--model", action="store", default=None, help="artifact directory for `-m model` tests")
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """A small, fast model config for tests (the product defaults are sized for real data)."""
+    from tagging.config import load_config
+
+    return load_config(None, {"model.num_filters": 24, "model.filter_widths": [1, 2, 3, 4], "model.embedding_dim": 24,
+                              "model.hidden_dim": 32, "max_epochs": 3, "batch_size": 32, "learning_rate": 3e-3,
+                              "data.min_tag_freq": 5})
+
+
+@pytest.fixture(scope="session")
+def synth_parquet(tmp_path_factory):
+    from tagging.synth import generate_corpus, write_corpus
+
+    path = tmp_path_factory.mktemp("synth") / "corpus.parquet"
+    write_corpus(generate_corpus(600, seed=1), str(path))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def local_artifact(tmp_path_factory, synth_parquet, tiny_config):
+    """A real artifact (ONNX included) trained in-process on generated data."""
+    from tagging.local import train_local
+
+    out = tmp_path_factory.mktemp("art") / "model"
+    return train_local([synth_parquet], str(out), tiny_config, model_version="test-local")

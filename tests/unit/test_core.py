@@ -1,0 +1,313 @@
+"""Unit tests of the Ray-free core: pure functions, seconds, no Ray."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tagging.config import ConfigError, DataConfig, ModelConfig, TrainConfig, load_config
+from tagging.dataset import prepare, summary_line
+from tagging.labels import LabelSpace, TagIndex, TagParseError, labels_from_frequency, parse_tags, read_labels_file
+from tagging.metrics import evaluate
+from tagging.model import CharCNN
+from tagging.readers import (BAD_TAGS, DUPLICATE_ID, EMPTY_TEXT, INVALID_UTF8, MALFORMED, MISSING_ID, NON_STRING_TEXT,
+                             NULL_TEXT, TEXT_TOO_LONG, InputError, Reject, Row, check_columns, plan_units, read_unit,
+                             reason_kind)
+from tagging.split import split_ids
+from tagging.text import normalize, stopwords
+from tagging.thresholds import apply_thresholds, fit_thresholds
+from tagging.train_loop import EarlyStopping, iter_batches, make_loss, train_epoch
+from tagging.vocab import PAD_ID, UNK_ID, CharVocab
+
+pytestmark = pytest.mark.unit
+
+
+# ------------------------------------------------------------------ text, labels, vocabulary
+
+@pytest.mark.parametrize("raw, expected", [
+    ("  Hello   WORLD\n", "hello world"),
+    ("ＰｙＴｏｒｃｈ", "pytorch"),  # NFKC folds full-width letters
+    ("a\tb\u00a0c", "a b c"),
+])
+def test_normalize(raw, expected):
+    assert normalize(raw) == expected
+
+
+def test_stopwords_shipped_and_used():
+    assert "the" in stopwords() and len(stopwords()) > 100
+    assert normalize("The model, and the data!", remove_stopwords=True) == "model data"
+
+
+@pytest.mark.parametrize("value, expected", [
+    (["NLP", " pytorch "], ["nlp", "pytorch"]),
+    ('["a", "b"]', ["a", "b"]),
+    ("a, b,c", ["a", "b", "c"]),
+    ("", []),
+    (np.array(["x", "y"], dtype=object), ["x", "y"]),
+])
+def test_parse_tags(value, expected):
+    assert parse_tags(value) == expected
+
+
+@pytest.mark.parametrize("value", [None, 7, "[unclosed", '{"a": 1}', [1, 2]])
+def test_parse_tags_rejects(value):
+    with pytest.raises(TagParseError):
+        parse_tags(value)
+
+
+def test_tag_index_aliases_and_parents():
+    index = TagIndex.from_records([
+        {"tag": "object-detection", "aliases": ["yolo"], "parents": ["computer-vision"]},
+        {"tag": "computer-vision", "aliases": ["cv"], "parents": []},
+    ])
+    assert index.canonical(["yolo", "cv"]) == ["computer-vision", "object-detection"]
+    assert index.canonical(["yolo"]) == ["object-detection"]
+    assert index.canonical(["yolo"], expand_parents=True) == ["computer-vision", "object-detection"]
+
+
+def test_label_space_sorted_and_encodes():
+    assert read_labels_file("b\n# c\na\n\nb\n") == ["a", "b"]
+    assert labels_from_frequency([("a", "b"), ("a",), ("c",)], 2) == ["a"]
+    space = LabelSpace(("a", "b"))
+    assert space.encode([["b", "zzz"], []]).tolist() == [[0, 1], [0, 0]]
+    with pytest.raises(ValueError):
+        LabelSpace(("b", "a"))
+
+
+def test_vocab_order_encode_truncate_and_pickle():
+    vocab = CharVocab.fit(["abb", "bc"])
+    assert vocab.chars == ("b", "a", "c")  # by count, then char
+    ids, lengths = vocab.encode(["ab", "z", "abcab"], max_length=4)
+    assert ids.shape == (3, 4)
+    assert ids[0].tolist() == [3, 2, PAD_ID, PAD_ID]
+    assert ids[1].tolist() == [UNK_ID, 0, 0, 0]
+    assert lengths.tolist() == [2, 1, 5]  # 5 > 4: truncated, and the caller can count it
+    clone = pickle.loads(pickle.dumps(vocab))
+    assert clone == vocab and len(pickle.dumps(vocab)) < 1000
+    assert CharVocab.from_json(json.loads(json.dumps(vocab.to_json()))) == vocab
+
+
+# ------------------------------------------------------------------ config
+
+def test_config_defaults_and_precedence(tmp_path):
+    cfg = TrainConfig()
+    assert cfg.workers == 2 and cfg.data.val_fraction > 0
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  dropout: 0.2\n  num_filters: 8\nbatch_size: 16\n")
+    cfg = load_config(path, {"model.num_filters": 12, "model.filter_widths": "1,3"})
+    assert (cfg.model.dropout, cfg.model.num_filters, cfg.batch_size, cfg.model.filter_widths) == (0.2, 12, 16, (1, 3))
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"model.dropuot": 0.1}, "dropuot"),
+    ({"model.dropout": 1.5}, "model.dropout"),
+    ({"imbalance": "magic"}, "imbalance"),
+    ({"data.val_fraction": 0.0}, "data.val_fraction"),
+])
+def test_config_errors_name_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        load_config(None, overrides)
+
+
+# ------------------------------------------------------------------ readers and accounting
+
+def _write_lines(path, lines):
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return str(path)
+
+
+def test_reader_rejects_every_kind_with_source(tmp_path):
+    cfg = DataConfig(max_text_chars=100)
+    path = _write_lines(tmp_path / "in.jsonl", [
+        b'{"id": 1, "text": "good text", "tags": ["a"]}',
+        b'{"id": 2, "text": null, "tags": ["a"]}',
+        b'{"id": 3, "text": "   ", "tags": ["a"]}',
+        b'{"id": 4, "text": 42, "tags": ["a"]}',
+        b'{"id": 5, "text": "' + b"x" * 101 + b'", "tags": ["a"]}',
+        b'{"text": "no id", "tags": ["a"]}',
+        b'{"id": 7, "text": "bad tags", "tags": "[oops"}',
+        b'{"id": 8, "text": "unterminated',
+        b'{"id": 9, "text": "caf\xe9"}',
+    ])
+    [unit] = plan_units([path])
+    items = list(read_unit(unit, cfg, need_tags=True))
+    assert isinstance(items[0], Row) and items[0].text == "good text" and items[0].id == "1"
+    reasons = [reason_kind(i.reason) for i in items[1:]]
+    assert reasons == [NULL_TEXT, EMPTY_TEXT, NON_STRING_TEXT, TEXT_TOO_LONG, MISSING_ID, BAD_TAGS, MALFORMED, INVALID_UTF8]
+    assert items[8].source.endswith("in.jsonl:9")
+
+
+def test_reader_formats_and_title_description(tmp_path):
+    df = pd.DataFrame({"id": [1, 2], "title": ["Deep Nets", "Graphs"], "description": ["for images", None],
+                       "tags": ['["cv"]', "gnn,graphs"]})
+    df.to_csv(tmp_path / "a.csv", index=False)
+    df.assign(tags=[["cv"], ["gnn", "graphs"]]).to_parquet(tmp_path / "b.parquet")
+    (tmp_path / "c.json").write_text(df.assign(tags=[["cv"], ["gnn"]]).to_json(orient="records"))
+    for name in ("a.csv", "b.parquet", "c.json"):
+        [unit] = plan_units([str(tmp_path / name)])
+        rows = list(read_unit(unit, DataConfig(), need_tags=True))
+        assert [r.text for r in rows] == ["deep nets for images", "graphs"], name
+        assert rows[1].tags[0] == "gnn"
+    assert len(plan_units([str(tmp_path)])) == 3  # a directory
+    assert len(plan_units([str(tmp_path / "*.csv")])) == 1  # a glob
+
+
+def test_missing_column_fails_before_work_naming_file_and_column(tmp_path):
+    pd.DataFrame({"id": [1], "text": ["x"]}).to_parquet(tmp_path / "no_tags.parquet")
+    units = plan_units([str(tmp_path / "no_tags.parquet")])
+    with pytest.raises(InputError, match=r"no_tags\.parquet.*'tags'"):
+        check_columns(units, DataConfig(), need_tags=True)
+    check_columns(units, DataConfig(), need_tags=False)  # scoring needs no tags
+    with pytest.raises(InputError, match="no such file"):
+        plan_units([str(tmp_path / "absent.csv")])
+
+
+def _rows(ids, tags, texts=None):
+    n = len(ids)
+    return pd.DataFrame({"id": ids, "text": texts or [f"text {i}" for i in ids], "tags": tags,
+                         "source": [f"f:{i}" for i in range(n)], "length": [6] * n, "unit": ["00000-00000"] * n,
+                         "seq": list(range(n))})
+
+
+def test_prepare_accounts_for_every_row_and_is_order_independent():
+    ids = [f"r{i:03d}" for i in range(60)]
+    tags = [("a",) if i % 2 else ("b", "a") for i in range(60)]
+    tags[5] = ("zzz",)  # no tag in the label space
+    rows = _rows(ids + ["r001"], tags + [("a",)])  # one duplicate id
+    rejects = pd.DataFrame([{"id": None, "reason": MISSING_ID, "source": "f:99", "raw": "{}"}])
+    cfg = DataConfig(min_tag_freq=3)
+    p = prepare(rows, rejects, cfg, seed=3)
+    c = p.counts
+    assert (c["rows_read"], c["rows_used"], c["rows_rejected"], c["rows_unlabeled"]) == (62, 59, 2, 1)
+    assert c["rejects_by_reason"] == {DUPLICATE_ID: 1, MISSING_ID: 1}
+    assert c["train"] + c["val"] + c["test"] == 59
+    assert "rows read 62 = used 59" in summary_line(c)
+    shuffled = prepare(rows.iloc[::-1].assign(seq=lambda d: d["seq"]), rejects, cfg, seed=3)
+    assert dict(zip(p.rows.id, p.rows.split)) == dict(zip(shuffled.rows.id, shuffled.rows.split))
+
+
+def test_split_is_deterministic_and_stratified():
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 4)) < [0.5, 0.2, 0.1, 0.05]).astype(int)
+    y[y.sum(1) == 0, 0] = 1
+    ids = [f"id{i}" for i in range(300)]
+    a = split_ids(ids, y, 0.15, 0.15, seed=1)
+    assert a == split_ids(ids, y, 0.15, 0.15, seed=1)
+    test_rows = [i for i, s in enumerate(a.values()) if s == "test"]
+    assert 35 <= sum(1 for s in a.values() if s == "test") <= 55
+    for j in range(4):  # every class keeps roughly its share in the test split
+        share = y[[int(k[2:]) for k, s in a.items() if s == "test"], j].mean()
+        assert abs(share - y[:, j].mean()) < 0.05
+    assert test_rows  # noqa
+
+
+# ------------------------------------------------------------------ model
+
+def _model(num_labels=3):
+    torch.manual_seed(0)
+    return CharCNN(vocab_size=30, num_labels=num_labels,
+                   cfg=ModelConfig(embedding_dim=8, num_filters=6, filter_widths=(1, 2, 3, 4, 7), hidden_dim=8)).eval()
+
+
+def test_padding_does_not_change_scores():
+    model = _model()
+    text = torch.randint(2, 30, (1, 23))
+    alone = torch.sigmoid(model(text))
+    padded = torch.zeros((1, 512), dtype=torch.int64)
+    padded[0, :23] = text
+    batch = torch.zeros((3, 40), dtype=torch.int64)
+    batch[0, :23] = text
+    batch[1, :40] = torch.randint(2, 30, (40,))
+    batch[2, :31] = torch.randint(2, 30, (31,))
+    assert torch.allclose(alone, torch.sigmoid(model(padded)), atol=1e-6)
+    assert torch.allclose(alone, torch.sigmoid(model(batch))[:1], atol=1e-6)
+
+
+def test_unmasked_pool_would_fail_the_padding_test():
+    """Guards the test above: without the mask, padding changes the scores."""
+    model = _model()
+    model.embedding.weight.data[0] = 1.0  # PAD no longer embeds to zero -> padded positions fire
+    text = torch.randint(2, 30, (1, 10))
+    padded = torch.zeros((1, 100), dtype=torch.int64)
+    padded[0, :10] = text
+    assert not torch.allclose(model(text), model(padded), atol=1e-4)
+
+
+def test_onnx_parity_at_several_shapes(tmp_path):
+    from tagging.export import check_parity, export_onnx
+
+    model = _model(4)
+    vocab = CharVocab(tuple("abcdefghijklmnopqrstuvwxyz "))
+    export_onnx(model, tmp_path / "m.onnx")
+    assert check_parity(model, tmp_path / "m.onnx", ["a text", "another longer text " * 10], vocab, 512) <= 1e-5
+
+
+# ------------------------------------------------------------------ thresholds, metrics, training loop
+
+def test_one_thresholds_function_and_fallback():
+    probs = np.array([[0.9, 0.2], [0.4, 0.6]])
+    assert apply_thresholds(probs, np.array([0.5, 0.5])).tolist() == [[True, False], [False, True]]
+    rng = np.random.default_rng(0)
+    y = np.zeros((200, 2), bool)
+    y[:100, 0] = True
+    y[:3, 1] = True  # 3 positives: below min_support
+    probs = np.clip(y * 0.3 + rng.random((200, 2)) * 0.5, 0, 1)
+    th, g = fit_thresholds(y, probs, min_support=5)
+    assert th[1] == g and 0.05 <= th[0] <= 0.95
+
+
+@pytest.mark.parametrize("y_true, y_pred, f1", [
+    ([[1, 0], [0, 1]], [[1, 0], [0, 1]], 1.0),
+    ([[1, 0], [0, 1]], [[0, 1], [1, 0]], 0.0),
+    ([[1, 0], [1, 0], [0, 1]], [[1, 0], [0, 0], [0, 1]], (2 * (2 / 3) + 1) / 3),
+])
+def test_weighted_f1_table(y_true, y_pred, f1):
+    m = evaluate(np.array(y_true), np.array(y_pred), ["a", "b"])
+    assert m["overall"]["f1"] == pytest.approx(f1)
+    assert set(m["per_class"]) == {"a", "b"} and m["overall"]["num_samples"] == len(y_true)
+
+
+def test_early_stopping_keeps_a_copy_of_the_best_weights():
+    model = _model()
+    stopper = EarlyStopping(patience=2)
+    stopper.update(0.5, 0, model)
+    best = {k: v.clone() for k, v in stopper.best_state.items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert not stopper.update(0.4, 1, model)
+    assert stopper.update(0.3, 2, model)
+    assert all(torch.equal(best[k], stopper.best_state[k]) for k in best)
+    assert stopper.best_epoch == 0
+
+
+def test_train_epoch_learns_a_tiny_problem():
+    texts = ["alpha beta", "gamma delta", "alpha gamma", "beta delta"] * 16
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 16, dtype=np.float32)
+    vocab = CharVocab.fit(texts)
+    torch.manual_seed(0)
+    model = CharCNN(vocab.size, 2, ModelConfig(embedding_dim=8, num_filters=8, filter_widths=(2, 3), hidden_dim=8, dropout=0.0))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = make_loss(y.sum(0), len(y), "pos_weight")
+    rng = np.random.default_rng(0)
+    first, _ = train_epoch(model, iter_batches(texts, y, vocab, 8, 64, rng), loss_fn, opt)
+    for _ in range(15):
+        last, seen = train_epoch(model, iter_batches(texts, y, vocab, 8, 64, rng), loss_fn, opt)
+    assert seen == 64 and last < first * 0.5
+
+
+# ------------------------------------------------------------------ no Ray in the core
+
+def test_core_imports_without_ray():
+    code = ("import sys, tagging, tagging.text, tagging.labels, tagging.vocab, tagging.config, tagging.readers, "
+            "tagging.model, tagging.metrics, tagging.thresholds, tagging.split, tagging.train_loop, tagging.artifact, "
+            "tagging.export, tagging.dataset, tagging.local, tagging.evaluation, tagging.synth, tagging.cli; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
