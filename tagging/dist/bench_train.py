@@ -1,0 +1,76 @@
+"""Training throughput: N-worker Ray Train (DDP) vs a plain single-process PyTorch loop.
+
+Same model config, same training rows, same global batch size, same cores (the plain loop
+gets as many torch threads as the workers have in total), measured in one run. Each side
+runs one warm-up epoch, then ``epochs`` timed epochs; samples/s counts training steps only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+
+def bench_train(data: Sequence[str], labels_file=None, epochs: int = 2, workers: int = 2, config_overrides: dict | None = None,
+                log=print) -> dict:
+    import torch
+
+    from tagging.config import load_config
+    from tagging.dist.runtime import init_ray
+    from tagging.dist.train import build_trainer, load_checkpoint_state
+    from tagging.dist.training import _with_tensor
+    from tagging.local import prepare_local
+    from tagging.model import CharCNN
+    from tagging.config import to_dict
+    from tagging.train_loop import iter_batches, make_loss, train_epoch
+    from tagging.vocab import CharVocab
+
+    overrides = {"data.labels_file": str(labels_file) if labels_file else None, "workers": workers,
+                 "max_epochs": epochs + 1, "patience": 10_000, **(config_overrides or {})}
+    cfg = load_config(None, overrides)
+    threads = max(1, (os.cpu_count() or 1) // workers)  # the machine's cores, shared evenly
+    cfg = replace(cfg, threads_per_worker=threads)
+    p = prepare_local(data, cfg)
+    train_df, val_df = p.split("train"), p.split("val")
+    vocab = CharVocab.fit(train_df["text"])
+    y = np.stack(train_df["y"].to_numpy())
+    texts = train_df["text"].tolist()
+
+    # Plain single-process loop: all the workers' threads in one process.
+    torch.set_num_threads(threads * workers)
+    torch.manual_seed(cfg.seed)
+    model = CharCNN(vocab.size, y.shape[1], cfg.model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    loss_fn = make_loss(y.sum(0), len(y), cfg.imbalance)
+    rng = np.random.default_rng(cfg.seed)
+    plain = []
+    for epoch in range(epochs + 1):
+        t0 = time.perf_counter()
+        _, seen = train_epoch(model, iter_batches(texts, y, vocab, cfg.batch_size, cfg.model.max_length, rng), loss_fn, opt)
+        if epoch:
+            plain.append(seen / (time.perf_counter() - t0))
+    plain_sps = float(np.mean(plain))
+    log(f"[bench-train] plain PyTorch, 1 process x {threads * workers} threads: {plain_sps:.0f} samples/s")
+
+    init_ray()
+    loop_cfg = {"config": to_dict(cfg), "vocab": list(vocab.chars), "num_labels": y.shape[1],
+                "label_counts": y.sum(0).tolist(), "n_train": len(y)}
+    with tempfile.TemporaryDirectory() as storage:
+        trainer = build_trainer(cfg, loop_cfg, {"train": _with_tensor(train_df, y), "val": _with_tensor(val_df, np.stack(val_df["y"].to_numpy()))},
+                                f"bench-{int(time.time())}", storage)
+        result = trainer.fit()
+        history = load_checkpoint_state(result.checkpoint)["history"]
+    ray_sps = float(np.mean([h["samples_per_s"] for h in history[1:]]))
+    log(f"[bench-train] Ray Train, {workers} workers x {threads} threads (DDP gloo): {ray_sps:.0f} samples/s")
+    ratio = ray_sps / plain_sps
+    out = {"rows": len(y), "epochs_timed": epochs, "workers": workers, "threads_per_worker": threads,
+           "plain_samples_per_s": plain_sps, "ray_train_samples_per_s": ray_sps, "ray_over_plain": ratio,
+           "model": to_dict(cfg.model), "batch_size": cfg.batch_size}
+    log(f"\n{'side':<34}{'samples/s':>12}\n{'plain PyTorch (1 process)':<34}{plain_sps:>12.0f}\n"
+        f"{f'Ray Train ({workers} workers, DDP)':<34}{ray_sps:>12.0f}\n{'ratio Ray/plain':<34}{ratio:>12.2f}")
+    return out

@@ -1,0 +1,159 @@
+"""Training on a real local Ray, through the real CLI: 2 DDP workers, faults, resume, accounting.
+
+Each test runs `tagging train` in a subprocess that starts its own local Ray (as a user's
+command would) in its own process group, so a kill takes the whole job down like a real crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tagging.artifact import load_artifact
+from tagging.readers import reason_kind
+
+pytestmark = pytest.mark.integration
+
+TAGGING = [sys.executable, "-m", "tagging.cli"]
+SMALL = ["--num-filters", "16", "--filter-widths", "1,2,3,4", "--embedding-dim", "16", "--hidden-dim", "32",
+         "--batch-size", "32", "--lr", "0.003", "--min-tag-freq", "5", "--workers", "2", "--cpus-per-worker", "0.5"]
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.update({"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "TAGGING_DATA_NO_PROGRESS_TIMEOUT_S": "120",
+                "RAY_DEDUP_LOGS": "0", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def _train(args, env=None, timeout=420):
+    proc = subprocess.run(TAGGING + ["train", *args], capture_output=True, text=True, env=env or _env(), timeout=timeout,
+                          start_new_session=True)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    """One directory with a JSONL file holding every kind of bad row + raw corruptions, and a CSV."""
+    from tagging.synth import generate_corpus, write_corpus
+
+    root = tmp_path_factory.mktemp("inputs")
+    bad = generate_corpus(500, seed=5, bad_fraction=0.05)
+    write_corpus(bad, str(root / "part-a.jsonl"))
+    write_corpus(generate_corpus(300, seed=6).assign(id=lambda d: "csv-" + d["id"]), str(root / "part-b.csv"))
+    return root, bad
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, bad_inputs):
+    """A 2-worker training run on the bad-input directory, with a worker SIGKILLed at epoch 1."""
+    root, _ = bad_inputs
+    work = tmp_path_factory.mktemp("train")
+    marker = work / "killed.txt"
+    proc = _train(["--data", str(root), "--out", str(work / "model"), "--storage", str(work / "runs"), "--max-epochs", "3",
+                   *SMALL], env=_env(TAGGING_FAULT_KILL=f"1:1:{marker}"))
+    return work, proc, marker
+
+
+def test_two_worker_training_writes_a_complete_artifact(trained):
+    work, proc, _ = trained
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    art = load_artifact(work / "model")
+    assert art.manifest["onnx"]["parity_max_abs_diff"] <= 1e-5
+    assert art.manifest["config"]["workers"] == 2
+    assert 0.0 < art.manifest["metrics"]["overall"]["f1"] <= 1.0
+    assert len(art.read_json("history.json")) == 3
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["artifact"] == str(work / "model")
+
+
+def test_worker_killed_mid_training_resumes_from_checkpoint(trained):
+    work, proc, marker = trained
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert marker.read_text().startswith("killed rank 1 at epoch 1")
+    logs = proc.stdout + proc.stderr
+    assert "resumed from checkpoint after epoch 0" in logs
+    history = load_artifact(work / "model").read_json("history.json")
+    assert [h["epoch"] for h in history] == [0, 1, 2]  # epoch 0 not redone, nothing skipped
+
+
+def test_every_bad_row_is_accounted_for(trained, bad_inputs):
+    work, proc, _ = trained
+    _, bad = bad_inputs
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    art = load_artifact(work / "model")
+    data = art.manifest["data"]
+    extra_raw_lines = 2  # tagging.synth appends a malformed line and an invalid UTF-8 line to .jsonl
+    assert data["rows_read"] == 500 + extra_raw_lines + 300
+    assert data["rows_read"] == data["rows_used"] + data["rows_rejected"] + data["rows_unlabeled"]
+    rejects = pd.read_parquet(work / "model" / "rejects.parquet")
+    assert len(rejects) == data["rows_rejected"]
+    kinds = {reason_kind(r) for r in rejects["reason"]}
+    assert kinds >= {"null_text", "empty_text", "non_string_text", "text_too_long", "missing_id", "duplicate_id",
+                     "unparseable_tags", "malformed_record", "invalid_utf8"}
+    assert rejects["source"].str.contains("part-a.jsonl:").all()
+    # Every bad row the generator made is among the rejects (by kind count).
+    assert len(rejects) == int(bad["_bad_kind"].notna().sum()) + extra_raw_lines
+    assert "rows read 802 = used" in proc.stdout + proc.stderr
+
+
+def test_killed_run_resumes_when_rerun_with_the_same_name(tmp_path, synth_parquet):
+    args = ["--data", synth_parquet, "--out", str(tmp_path / "model"), "--storage", str(tmp_path / "runs"),
+            "--run-name", "resume-me", "--max-epochs", "4", *SMALL]
+    proc = subprocess.Popen(TAGGING + ["train", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=_env(), start_new_session=True)
+    ckpt = tmp_path / "runs" / "resume-me" / "epoch-0001"
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert ckpt.exists(), "no checkpoint appeared"
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver, its local Ray and the workers
+    proc.wait(30)
+    assert not (tmp_path / "model").exists()
+    rerun = _train(args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    logs = rerun.stdout + rerun.stderr
+    assert "resumed from checkpoint after epoch 1" in logs or "resumed from checkpoint after epoch 2" in logs
+    history = load_artifact(tmp_path / "model").read_json("history.json")
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+
+
+def test_cli_smoke_of_every_command(trained, tmp_path, synth_parquet):
+    work, proc, _ = trained
+    model = str(work / "model")
+    run = lambda *a: subprocess.run(TAGGING + list(a), capture_output=True, text=True, timeout=300, env=_env())  # noqa: E731
+    top = run("--help")
+    assert top.returncode == 0
+    for cmd in ("train", "evaluate", "predict", "synth", "bench-train"):
+        assert cmd in top.stdout
+        assert run(cmd, "--help").returncode == 0, cmd
+    pred = run("predict", "--model", model, "--text", "A PyTorch CNN for image segmentation")
+    assert pred.returncode == 0, pred.stderr
+    assert "tags" in json.loads(pred.stdout.splitlines()[0])
+    ev = run("evaluate", "--model", model, "--data", synth_parquet, "--out", str(tmp_path / "eval"))
+    assert ev.returncode == 0, ev.stderr
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics["overall"]) >= {"precision", "recall", "f1", "micro_f1", "macro_f1", "num_samples"}
+    syn = run("synth", "--rows", "50", "--out", str(tmp_path / "s.csv"))
+    assert syn.returncode == 0 and len(pd.read_csv(tmp_path / "s.csv")) == 50
+    # Bad usage exits 2; a failure exits 1 with a one-line reason.
+    assert run("train").returncode == 2
+    missing = run("train", "--data", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "m"))
+    assert missing.returncode == 1 and missing.stderr.strip().startswith("error:") and "nope.parquet" in missing.stderr
+    corrupted = tmp_path / "corrupted"
+    import shutil
+
+    shutil.copytree(model, corrupted)
+    (corrupted / "model.onnx").write_bytes(b"garbage")
+    bad = run("predict", "--model", str(corrupted), "--text", "x")
+    assert bad.returncode == 1 and "model.onnx" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
