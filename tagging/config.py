@@ -77,6 +77,8 @@ class TrainConfig:
     """Global batch size: split evenly across workers."""
     learning_rate: float = 1e-3
     """Adam learning rate."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay (0 = plain Adam behaviour)."""
     max_epochs: int = 30
     """Upper bound on epochs; early stopping usually ends sooner."""
     patience: int = 5
@@ -121,6 +123,7 @@ def validate(cfg: TrainConfig) -> None:
         ("model.max_length", m.max_length > 0),
         ("batch_size", cfg.batch_size > 0),
         ("learning_rate", cfg.learning_rate > 0),
+        ("weight_decay", cfg.weight_decay >= 0),
         ("max_epochs", cfg.max_epochs > 0),
         ("imbalance", cfg.imbalance in ("pos_weight", "inverse_count", "none")),
         ("workers", cfg.workers >= 0),

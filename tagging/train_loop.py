@@ -177,7 +177,7 @@ def fit_local(
     rng = np.random.default_rng(cfg.seed)
     model = CharCNN(vocab.size, y_train.shape[1], cfg.model)
     loss_fn = make_loss(y_train.sum(0), len(y_train), cfg.imbalance)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience)
     stopper = EarlyStopping(cfg.patience)
     history = []

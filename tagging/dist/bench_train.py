@@ -45,7 +45,7 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 2, workers:
     torch.set_num_threads(threads * workers)
     torch.manual_seed(cfg.seed)
     model = CharCNN(vocab.size, y.shape[1], cfg.model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     loss_fn = make_loss(y.sum(0), len(y), cfg.imbalance)
     rng = np.random.default_rng(cfg.seed)
     plain = []

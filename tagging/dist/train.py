@@ -87,7 +87,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     loss_fn = make_loss(np.asarray(loop_cfg["label_counts"]), int(loop_cfg["n_train"]), cfg.imbalance)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience)
     stopper = EarlyStopping(cfg.patience)
     history: list[dict] = []
