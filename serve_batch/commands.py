@@ -1,0 +1,106 @@
+"""`tagging score`, `tagging quantize` and `tagging bench-score` (registered by tagging.cli).
+
+Only typer is imported here; each command imports its implementation when it runs, so
+`tagging --help` stays fast. Failures follow tagging.cli: one line on stderr, exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score)
+    app.command("quantize")(quantize)
+    app.command("bench-score")(bench_score)
+
+
+def _run(fn):
+    from tagging.cli import _run as run
+
+    return run(fn)
+
+
+def score(
+    model: Annotated[Path, typer.Option(help="Artifact directory (from `tagging train`).")],
+    input: Annotated[list[str], typer.Option("--input", "-i", help="Input file, directory, glob or pyarrow URI (CSV, JSON Lines, JSON, Parquet). Repeatable; more may follow as arguments.")],
+    output: Annotated[str, typer.Option(help="Output root (path or URI); results go to OUTPUT/date=DATE/.")],
+    more_inputs: Annotated[Optional[list[str]], typer.Argument(metavar="[URI...]", help="More inputs.", show_default=False)] = None,
+    date: Annotated[Optional[str], typer.Option(help="Partition date YYYY-MM-DD.", show_default="yesterday")] = None,
+    actors: Annotated[Optional[int], typer.Option(help="Scoring actors.", show_default="one per GPU, else one per CPU")] = None,
+    cpus_per_actor: Annotated[float, typer.Option(help="CPUs per actor (fractional leaves room for reading); ONNX Runtime threads = round(this), at least 1.")] = 0.75,
+    gpus_per_actor: Annotated[Optional[float], typer.Option(help="GPUs per actor.", show_default="1 if the cluster has GPUs")] = None,
+    batch_size: Annotated[int, typer.Option(help="Texts per ONNX Runtime call (grouped by length).")] = 256,
+    precision: Annotated[str, typer.Option(help="fp32, or int8 (needs `tagging quantize`; refused unless it passed its F1 gate).")] = "fp32",
+    top_k: Annotated[Optional[int], typer.Option(help="Write only the K highest scores per row.", show_default="every tag")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a date that already finished, or discard an unfinished run made with another model or inputs.")] = False,
+    address: Annotated[Optional[str], typer.Option(help="Ray address.", show_default="RAY_ADDRESS, else a local Ray")] = None,
+) -> None:
+    """Tag texts in files with the ONNX model on Ray Data, exactly once per id, into OUTPUT/date=DATE/.
+
+    A killed run resumes when rerun with the same arguments (committed units are kept); rerunning a finished date does nothing unless --overwrite.
+    """
+
+    def body():
+        from serve_batch.faults import FaultPlan
+        from serve_batch.job import ScoreOptions, run_score, yesterday
+
+        opts = ScoreOptions(model=str(model), inputs=tuple(list(input) + list(more_inputs or [])), output=output,
+                            date=date or yesterday(), actors=actors, cpus_per_actor=cpus_per_actor,
+                            gpus_per_actor=gpus_per_actor, batch_size=batch_size, precision=precision, top_k=top_k,
+                            overwrite=overwrite, address=address, fault=FaultPlan.from_env())
+        summary = run_score(opts)
+        keys = ("status", "output", "rows_read", "rows_scored", "rows_rejected", "throughput_docs_per_s")
+        typer.echo(json.dumps({k: summary.get(k) for k in keys}))
+
+    _run(body)
+
+
+def quantize(
+    model: Annotated[Path, typer.Option(help="Artifact directory; the int8 model is added to it.")],
+    data: Annotated[list[str], typer.Option("--data", "-d", help="The artifact's training data (its splits pick calibration and validation rows). Repeatable.")],
+    calibration_rows: Annotated[int, typer.Option(help="Training rows used to calibrate activation ranges.")] = 512,
+    max_drop: Annotated[float, typer.Option(help="Refuse int8 if its validation weighted F1 is more than this below fp32.")] = 0.01,
+) -> None:
+    """Static int8 quantization (QDQ, calibrated on training texts), gated on validation F1."""
+
+    def body():
+        from serve_batch.quantize import quantize_artifact
+
+        entry = quantize_artifact(str(model), data, calibration_rows=calibration_rows, max_drop=max_drop,
+                                  log=lambda m: typer.echo(m, err=True))
+        typer.echo(json.dumps(entry))
+
+    _run(body)
+
+
+def bench_score(
+    model: Annotated[Path, typer.Option(help="Artifact directory (with an int8 model for the int8 columns).")],
+    out: Annotated[Path, typer.Option(help="Write the measurements here (JSON).")] = Path("out/bench_score.json"),
+    rows: Annotated[int, typer.Option(help="N: rows of the throughput runs; RSS is also measured at N x --scale.")] = 200_000,
+    scale: Annotated[int, typer.Option(help="Multiplier of the second RSS run.")] = 10,
+    unit_rows: Annotated[int, typer.Option(help="Rows per Parquet row group (one work unit).")] = 20_000,
+    batch_size: Annotated[int, typer.Option(help="Texts per ONNX Runtime call, ceiling and pipeline alike.")] = 256,
+    actors: Annotated[Optional[int], typer.Option(help="Pipeline actors.", show_default="one per CPU")] = None,
+    cpus_per_actor: Annotated[float, typer.Option(help="Pipeline CPUs per actor.")] = 0.75,
+    rss_precision: Annotated[Optional[str], typer.Option(help="Precision of the N and N x scale RSS runs.", show_default="int8 if accepted, else fp32")] = None,
+    work_dir: Annotated[Optional[Path], typer.Option(help="Where generated data and outputs go.", show_default="a temporary directory")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated rows.")] = 7,
+) -> None:
+    """Throughput of the raw ONNX Runtime ceiling vs the full pipeline, fp32 vs int8, and peak RSS at N and 10N rows."""
+
+    def body():
+        from serve_batch.bench import bench_score as run
+
+        result = run(str(model), rows=rows, scale=scale, unit_rows=unit_rows, batch_size=batch_size, actors=actors,
+                     cpus_per_actor=cpus_per_actor, rss_precision=rss_precision,
+                     work_dir=str(work_dir) if work_dir else None, seed=seed, log=lambda m: typer.echo(m, err=True))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        typer.echo(result["table"])
+
+    _run(body)

@@ -1,0 +1,425 @@
+"""`tagging score`: plan -> (resume) -> Ray Data read -> actor-pool ONNX scoring -> commit per
+unit -> duplicate-id pass -> summary.json -> _SUCCESS.
+
+Exactly once: every input record belongs to one ReadUnit (a file, or a Parquet row group).
+Scoring actors write a unit's fragments to ``_staging/<attempt>/`` and return receipts; the
+driver commits a unit when the receipts cover its records 0..n-1 exactly once (a count and a
+range check), by moving the files into place and then writing ``_commits/<unit>.json``. A rerun
+skips committed units, deletes any other unit's files and all staging, and scores the rest.
+Rows are never collected on the driver: it sees receipts (a few per unit) and, at the end,
+the id / tags / reason columns it reads back from the committed files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from serve_batch.dedup import count_reasons, dedup_pass, part_files_in_order
+from serve_batch.faults import FaultPlan, maybe_fault
+from serve_batch.layout import COMMITS, REJECTS, RUN, SUCCESS, SUMMARY, OutputLayout, ScoreError, check_date
+from tagging.readers import InputError, ReadUnit, check_columns, plan_units, resolve_filesystem
+
+RUN_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    model: str
+    """Artifact directory."""
+    inputs: tuple[str, ...]
+    """Files, directories, globs or pyarrow filesystem URIs (CSV, JSON Lines, JSON, Parquet)."""
+    output: str
+    """Output root (local path or URI); results go to OUTPUT/date=DATE/."""
+    date: str
+    """YYYY-MM-DD."""
+    actors: int | None = None
+    """Scoring actors; default one per GPU if the cluster has GPUs, else one per CPU."""
+    cpus_per_actor: float = 0.75
+    """Logical CPUs per actor (fractional leaves room for the read tasks; see RAY.md).
+    ONNX Runtime intra-op threads = max(1, round(cpus_per_actor))."""
+    gpus_per_actor: float | None = None
+    """GPUs per actor; default 1 when the cluster has GPUs (CUDA provider), else 0."""
+    read_cpus: float = 0.25
+    """Logical CPUs per read task."""
+    batch_size: int = 256
+    """Texts per ONNX Runtime call (texts of similar length are batched together)."""
+    precision: str = "fp32"
+    """fp32, or int8 (the artifact's quantized model; refused unless it passed its F1 gate)."""
+    top_k: int | None = None
+    """Write only the k highest scores per row (default: a score for every tag)."""
+    overwrite: bool = False
+    """Redo a date that already finished, or that was started with another model or inputs."""
+    address: str | None = None
+    """Ray address; default RAY_ADDRESS (inside a job), else a local Ray."""
+    object_store_budget_mb: int = 1024
+    """Cap on the object store memory this run's Ray Data execution may hold."""
+    max_rounds: int = 3
+    """Units whose fragments did not add up (a retried task) are rescored, this many rounds at most."""
+    fault: FaultPlan = field(default_factory=FaultPlan)
+
+    @property
+    def threads(self) -> int:
+        return max(1, round(self.cpus_per_actor))
+
+
+def yesterday() -> str:
+    return (dt.date.today() - dt.timedelta(days=1)).isoformat()
+
+
+def _log_stderr(msg: str) -> None:
+    print(f"[score] {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def plan(inputs: Sequence[str], cfg) -> list[ReadUnit]:
+    """Read units of the inputs; a missing, unreadable or column-less file fails here, before any scoring."""
+    if not inputs:
+        raise InputError("no --input given")
+    try:
+        units = plan_units(list(inputs))
+    except (pa.ArrowException, OSError) as exc:  # unreadable Parquet footer, permissions, ...
+        raise InputError(f"cannot read input: {str(exc).splitlines()[0]}") from None
+    for unit in units:
+        if unit.part == 0 and unit.fmt != "parquet":
+            fs, path = resolve_filesystem(unit.path)
+            try:
+                with fs.open_input_stream(path) as f:
+                    head = f.read(1024)
+            except OSError as exc:
+                raise InputError(f"{unit.path}: unreadable ({str(exc).splitlines()[0]})") from None
+            if unit.fmt == "json" and head.strip() and not head.lstrip().startswith(b"["):
+                raise InputError(f"{unit.path}: a .json file must hold a JSON array of records (use .jsonl for JSON Lines)")
+    try:
+        check_columns(units, cfg, need_tags=False)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"cannot read input: {str(exc).splitlines()[0]}") from None
+    return units
+
+
+def run_record(units: Sequence[ReadUnit], art, opts: ScoreOptions) -> dict:
+    """What this date is scored with; a resumed run must match it."""
+    infos: dict[str, tuple] = {}
+    out = []
+    for u in units:
+        if u.path not in infos:
+            fs, path = resolve_filesystem(u.path)
+            info = fs.get_file_info(path)
+            infos[u.path] = (info.size, info.mtime_ns)
+        size, mtime = infos[u.path]
+        out.append({"name": u.name, "path": u.path, "fmt": u.fmt, "part": u.part, "size": size, "mtime_ns": mtime})
+    return {"schema": RUN_SCHEMA, "model_sha": art.sha, "model_version": art.model_version,
+            "precision": opts.precision, "top_k": opts.top_k, "units": out}
+
+
+def _same_run(old: dict, new: dict) -> bool:
+    keys = ("schema", "model_sha", "precision", "top_k", "units")
+    return all(old.get(k) == new.get(k) for k in keys)
+
+
+# ----------------------------------------------------------------------------- committing
+
+
+@dataclass
+class _Progress:
+    total: int = -1
+    ranges: list = field(default_factory=list)  # [(start, stop)] sorted
+    frags: dict = field(default_factory=dict)  # start -> receipt
+    dirty: bool = False
+
+
+class Committer:
+    """Driver side: collect receipts and commit each unit once its records add up exactly."""
+
+    def __init__(self, layout: OutputLayout, units: Sequence[ReadUnit], attempt: str, staging: str,
+                 fault: FaultPlan, log: Callable[[str], None]) -> None:
+        self.layout, self.attempt, self.staging, self.fault, self.log = layout, attempt, staging, fault, log
+        self.units = {u.name: u for u in units}
+        self.progress = {u.name: _Progress() for u in units}
+        self.committed: dict[str, dict] = {}
+        self.rows = 0
+
+    def add(self, receipts: pa.Table) -> None:
+        for rec in receipts.to_pylist():
+            unit = rec["unit"]
+            if unit in self.committed or unit not in self.progress:
+                continue
+            p = self.progress[unit]
+            if rec["total"] >= 0:
+                p.total = rec["total"]
+            if rec["start"] >= 0:
+                self._add_fragment(p, rec)
+            if not p.dirty and self._complete(p):
+                self._commit(unit, p)
+
+    def _add_fragment(self, p: _Progress, rec: dict) -> None:
+        old = p.frags.get(rec["start"])
+        if old is not None:
+            if old != rec:  # a retried task cut the unit differently: rescore it in the next round
+                p.dirty = True
+            return
+        new = list(zip(rec["ranges"][0::2], rec["ranges"][1::2]))
+        merged = sorted(p.ranges + new)
+        if any(a[1] > b[0] for a, b in zip(merged, merged[1:])):
+            p.dirty = True
+            return
+        p.ranges = merged
+        p.frags[rec["start"]] = rec
+
+    @staticmethod
+    def _complete(p: _Progress) -> bool:
+        if p.total < 0:
+            return False
+        covered = sum(b - a for a, b in p.ranges)
+        return covered == p.total and (p.total == 0 or (p.ranges[0][0] == 0 and p.ranges[-1][1] == p.total))
+
+    def _commit(self, unit: str, p: _Progress) -> None:
+        lay = self.layout
+        moves, files, reject_files = [], [], []
+        rows = rejects = 0
+        for start in sorted(p.frags):
+            rec = p.frags[start]
+            if rec["scored_file"]:
+                src = f"{self.staging}/{rec['scored_file']}"
+                if _num_rows(lay.fs, src) != rec["rows"]:
+                    p.dirty = True
+                    return
+                name = rec["scored_file"][len("scored-"):]
+                moves.append((src, lay.path(name)))
+                files.append(name)
+            if rec["rejects_file"]:
+                name = rec["rejects_file"][len("rejects-"):]
+                moves.append((f"{self.staging}/{rec['rejects_file']}", lay.path(REJECTS, name)))
+                reject_files.append(name)
+            rows += rec["rows"]
+            rejects += rec["rejects"]
+        u = self.units[unit]
+        marker = {"unit": unit, "path": u.path, "fmt": u.fmt, "part": u.part, "records": p.total, "rows": rows,
+                  "rejects": rejects, "files": files, "reject_files": reject_files, "attempt": self.attempt,
+                  "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        lay.commit_unit(unit, moves, marker, before_marker=lambda: maybe_fault(self.fault, "commit"))
+        self.committed[unit] = marker
+        self.rows += rows
+        done = len(self.committed)
+        if done == len(self.units) or done % max(1, len(self.units) // 10) == 0:
+            self.log(f"committed {done}/{len(self.units)} units of this round ({self.rows} rows scored)")
+
+    def unfinished(self) -> list[ReadUnit]:
+        return [self.units[n] for n in self.units if n not in self.committed]
+
+
+def _num_rows(fs: pafs.FileSystem, path: str) -> int:
+    with fs.open_input_file(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
+# ----------------------------------------------------------------------------- Ray
+
+
+def _resources(opts: ScoreOptions) -> tuple[int, float, float]:
+    """(actors, cpus per actor, gpus per actor) for the connected cluster."""
+    import ray
+
+    res = ray.cluster_resources()
+    gpus = float(res.get("GPU", 0))
+    gpa = opts.gpus_per_actor if opts.gpus_per_actor is not None else (1.0 if gpus >= 1 else 0.0)
+    if opts.actors:
+        actors = opts.actors
+    elif gpa > 0:
+        actors = max(1, int(gpus // gpa))
+    else:
+        actors = max(1, int(float(res.get("CPU", 1)) // 1))
+    return actors, opts.cpus_per_actor, gpa
+
+
+def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_uri: str, sizing: tuple[int, float, float]):
+    import ray
+
+    from serve_batch.stages import ScoreStage, read_units, unit_to_item
+
+    actors, cpa, gpa = sizing
+    ds = ray.data.from_items([unit_to_item(u) for u in units], override_num_blocks=max(1, len(units)))
+    ds = ds.map_batches(read_units, fn_kwargs={"cfg": art.config.data, "fault": opts.fault}, batch_size=1,
+                        batch_format="pyarrow", num_cpus=opts.read_cpus)
+    return ds.map_batches(
+        ScoreStage,
+        fn_constructor_kwargs={"model_dir": str(art.path), "precision": opts.precision, "threads": opts.threads,
+                               "batch_size": opts.batch_size, "top_k": opts.top_k, "staging_uri": staging_uri,
+                               "fault": opts.fault},
+        compute=ray.data.ActorPoolStrategy(size=actors), batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
+        num_cpus=cpa, num_gpus=gpa or None, ray_remote_args_fn=_actor_retries)
+
+
+def _actor_retries() -> dict:
+    """A task whose actor died is retried on a restarted actor, 3 times at most (Ray Data's
+    default is forever: a batch that kills its actor every time would never fail the run)."""
+    return {"max_task_retries": 3}
+
+
+def _init(opts: ScoreOptions) -> None:
+    import ray
+
+    from tagging.dist.runtime import init_ray
+
+    init_ray(opts.address)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+        object_store_memory=opts.object_store_budget_mb * 1024 * 1024)
+
+
+def _ray_failure(exc: BaseException) -> ScoreError:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return ScoreError(f"scoring failed: {lines[-1] if lines else type(exc).__name__}")
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> dict:
+    """Score ``opts.inputs`` into OUTPUT/date=D exactly once; returns the summary."""
+    from tagging.artifact import load_artifact
+
+    started = time.time()
+    check_date(opts.date)
+    if opts.precision not in ("fp32", "int8"):
+        raise ScoreError(f"--precision {opts.precision!r}: expected fp32 or int8")
+    if opts.top_k is not None and opts.top_k < 1:
+        raise ScoreError("--top-k must be at least 1")
+    art = load_artifact(opts.model)
+    art.onnx_variant(opts.precision)  # refuses a missing or gate-failed int8 model now
+    layout = OutputLayout(opts.output, opts.date)
+    if layout.succeeded() and not opts.overwrite:
+        log(f"{layout.dir} is already complete (_SUCCESS); nothing to do (use --overwrite to redo it)")
+        summary = layout.read_json(layout.path(SUMMARY)) or {}
+        return {**summary, "status": "already_complete"}
+    units = plan(opts.inputs, art.config.data)
+    with layout.lock():
+        record = run_record(units, art, opts)
+        old = layout.read_json(layout.path(RUN))
+        if layout.succeeded() or (old is not None and not _same_run(old, record) and opts.overwrite):
+            log(f"--overwrite: removing the previous output of {layout.dir}")
+            layout.clear()
+            old = None
+        elif old is not None and not _same_run(old, record):
+            raise ScoreError(f"{layout.dir} holds an unfinished run with a different model, precision, top-k or inputs; "
+                             "rerun it with the same ones, or pass --overwrite to discard it")
+        if old is None:
+            layout.clear()  # leftovers without a run record (an interrupted --overwrite) are not resumable
+            layout.write_json(layout.path(RUN), {**record, "created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+        for sub in (COMMITS, REJECTS):
+            layout.mkdirs(layout.path(sub))
+        names = {u.name for u in units}
+        committed = {k: v for k, v in layout.committed().items() if k in names}
+        stale = layout.discard_uncommitted(committed)
+        pending = [u for u in units if u.name not in committed]
+        log(f"{len(units)} units; {len(committed)} already committed, {len(pending)} to score"
+            + (f"; deleted {stale} uncommitted files of an earlier run" if stale else ""))
+        rows_this_run = 0
+        attempts: set[str] = set()
+        t_ray = time.time()
+        if pending:
+            _init(opts)
+            sizing = _resources(opts)
+            log(f"{sizing[0]} actors x {sizing[1]} CPU ({opts.threads} ONNX Runtime threads)"
+                + (f" x {sizing[2]} GPU" if sizing[2] else "") + f", {opts.precision}, batch {opts.batch_size}")
+            t_ray = time.time()
+            for rnd in range(1, opts.max_rounds + 1):
+                attempt = f"{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+                attempts.add(attempt)
+                staging = layout.staging(attempt)
+                layout.mkdirs(staging)
+                committer = Committer(layout, pending, attempt, staging, opts.fault, log)
+                ds = build_dataset(pending, art, opts, layout.uri_of(staging), sizing)
+                try:
+                    for receipts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                        committer.add(receipts)
+                except Exception as exc:
+                    if isinstance(exc, (ScoreError, KeyboardInterrupt)):
+                        raise
+                    raise _ray_failure(exc) from exc
+                committed.update(committer.committed)
+                rows_this_run += committer.rows
+                layout.delete(staging)
+                pending = committer.unfinished()
+                if not pending:
+                    break
+                log(f"round {rnd}: {len(pending)} units did not add up; rescoring them")
+            if pending:
+                raise ScoreError(f"{len(pending)} units could not be committed after {opts.max_rounds} rounds "
+                                 f"(first: {pending[0].path})")
+        order = [u.name for u in units]
+        files = part_files_in_order(layout, order, committed)
+        moved = dedup_pass(layout, files, before_rewrite=lambda: maybe_fault(opts.fault, "dedup"))
+        if moved:
+            log(f"moved {moved} later duplicate ids to _rejects")
+        scoring_s = time.time() - t_ray
+        summary = build_summary(layout, units, committed, art, opts, files)
+        finished = time.time()
+        summary.update({
+            "status": "complete",
+            "duplicates_moved": moved,
+            "units": {"total": len(units), "scored_this_run": sum(m["attempt"] in attempts for m in committed.values())},
+            "rows_scored_this_run": rows_this_run,
+            "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
+            "finished_at": dt.datetime.fromtimestamp(finished, dt.timezone.utc).isoformat(timespec="seconds"),
+            "elapsed_s": round(finished - started, 3),
+            "pipeline_s": round(scoring_s, 3) if rows_this_run else None,
+            "throughput_docs_per_s": round(rows_this_run / scoring_s, 1) if rows_this_run and scoring_s > 0 else None,
+            "options": {k: v for k, v in asdict(opts).items() if k not in ("fault", "model", "inputs", "output", "date")},
+        })
+        layout.write_json(layout.path(SUMMARY), summary)
+        maybe_fault(opts.fault, "summary")
+        with layout.fs.open_output_stream(layout.path(SUCCESS)) as f:
+            f.write(b"")
+        log(f"done: {summary['rows_scored']} scored + {summary['rows_rejected']} rejected = {summary['rows_read']} read "
+            f"-> {layout.dir}")
+        return summary
+
+
+def build_summary(layout: OutputLayout, units: Sequence[ReadUnit], committed: dict[str, dict], art,
+                  opts: ScoreOptions, files: Sequence[str]) -> dict:
+    """Counts read back from the committed files (the truth after resumes and the duplicate pass)."""
+    labels = list(art.labels.labels)
+    tag_counts = dict.fromkeys(labels, 0)
+    rows_scored = truncated = 0
+    for path in files:
+        t = pq.read_table(path, columns=["tags", "truncated"], filesystem=layout.fs)
+        rows_scored += t.num_rows
+        truncated += int(pc.sum(t.column("truncated")).as_py() or 0)
+        flat = pc.list_flatten(t.column("tags").combine_chunks())
+        for item in pc.value_counts(flat).to_pylist():
+            tag_counts[item["values"]] = tag_counts.get(item["values"], 0) + int(item["counts"])
+    reject_paths = [layout.path(REJECTS, n) for m in committed.values() for n in m["reject_files"]]
+    reject_paths += [i.path for i in layout.list(layout.path(REJECTS)) if i.path.rsplit("/", 1)[-1].startswith("dup-")]
+    reasons = count_reasons(layout, reject_paths)
+    rows_rejected = sum(reasons.values())
+    rows_read = sum(int(committed[u.name]["records"]) for u in units)
+    if rows_scored + rows_rejected != rows_read:
+        raise ScoreError(f"accounting mismatch in {layout.dir}: {rows_scored} scored + {rows_rejected} rejected "
+                         f"!= {rows_read} records read; not writing _SUCCESS")
+    return {
+        "date": opts.date,
+        "input": list(opts.inputs),
+        "output": layout.uri_of(layout.dir),
+        "model": {"path": str(art.path), "version": art.model_version, "sha": art.sha, "precision": opts.precision,
+                  "max_length": art.max_length},
+        "rows_read": rows_read,
+        "rows_scored": rows_scored,
+        "rows_rejected": rows_rejected,
+        "rejects_by_reason": reasons,
+        "rows_truncated": truncated,
+        "tags": {t: {"count": c, "rate": round(c / rows_scored, 6) if rows_scored else 0.0} for t, c in tag_counts.items()},
+        "files": {"parts": len(files), "rejects": len(reject_paths)},
+    }

@@ -1,0 +1,310 @@
+"""Unit tests of serve_batch's Ray-free parts: layout and commits, receipts, duplicate pass,
+Arrow output tables, the read UDF, fault hook, CLI surface."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from serve_batch import faults
+from serve_batch.dedup import dedup_pass, find_duplicates
+from serve_batch.job import Committer, _same_run
+from serve_batch.layout import COMMITS, REJECTS, OutputLayout, ScoreError, check_date, part_name, unit_of
+from serve_batch.scorer import SCORED_SCHEMA, Scores, scored_table
+from serve_batch.stages import END, REJECT, ROW, RECEIPT_SCHEMA, _ranges, read_units, unit_to_item
+from tagging.config import DataConfig
+from tagging.readers import ReadUnit, plan_units
+
+pytestmark = pytest.mark.unit
+
+
+# ----------------------------------------------------------------------------- names, dates
+
+
+def test_part_names_are_deterministic_and_parse_back():
+    name = part_name("00003-00002", 8192)
+    assert name == "part-00003-00002-0000008192.parquet"
+    assert unit_of(name) == "00003-00002"
+    assert unit_of("dup-" + name) == "00003-00002"
+    assert unit_of("/x/_rejects/" + name) == "00003-00002"
+    assert unit_of("summary.json") is None and unit_of("_SUCCESS") is None
+
+
+def test_check_date():
+    assert check_date("2026-01-31") == "2026-01-31"
+    with pytest.raises(ScoreError, match="YYYY-MM-DD"):
+        check_date("31/01/2026")
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def test_layout_commit_resume_and_discard(tmp_path):
+    lay = OutputLayout(str(tmp_path / "out"), "2026-01-02")
+    assert lay.dir.endswith("/out/date=2026-01-02")
+    lay.mkdirs(lay.path(COMMITS))
+    lay.mkdirs(lay.path(REJECTS))
+    stage = lay.staging("a1")
+    lay.mkdirs(stage)
+    for unit in ("00000-00000", "00001-00000"):
+        pq.write_table(pa.table({"id": ["x"]}), f"{stage}/scored-{part_name(unit, 0)}")
+    lay.commit_unit("00000-00000", [(f"{stage}/scored-{part_name('00000-00000', 0)}", lay.path(part_name("00000-00000", 0)))],
+                    {"unit": "00000-00000", "files": [part_name("00000-00000", 0)]})
+    # A kill between the moves and the marker leaves files of an uncommitted unit behind.
+    lay.fs.move(f"{stage}/scored-{part_name('00001-00000', 0)}", lay.path(part_name("00001-00000", 0)))
+    (tmp_path / "out/date=2026-01-02/_commits/00001-00000.json.tmp-dead").write_text("{")
+    assert set(lay.committed()) == {"00000-00000"}
+    deleted = lay.discard_uncommitted(lay.committed())
+    assert deleted == 1
+    names = sorted(p.name for p in (tmp_path / "out/date=2026-01-02").iterdir())
+    assert names == ["_commits", "_rejects", part_name("00000-00000", 0)]
+    assert os.listdir(tmp_path / "out/date=2026-01-02/_commits") == ["00000-00000.json"]
+
+
+def test_layout_lock_is_exclusive_and_clear_keeps_it(tmp_path):
+    lay = OutputLayout(str(tmp_path), "2026-01-02")
+    with lay.lock():
+        with pytest.raises(ScoreError, match="holds its lock"):
+            with OutputLayout(str(tmp_path), "2026-01-02").lock():
+                pass
+        lay.write_json(lay.path("_run.json"), {"a": 1})
+        lay.write_json(lay.path("summary.json"), {"a": 1})
+        lay.clear()
+        assert sorted(os.listdir(lay.dir)) == ["_lock"]
+    with lay.lock():  # released
+        pass
+
+
+def test_same_run_compares_model_inputs_and_output_options():
+    base = {"schema": 1, "model_sha": "a", "precision": "fp32", "top_k": None, "units": [{"name": "u", "size": 1}]}
+    assert _same_run(base, dict(base, created_at="later"))
+    assert not _same_run(base, dict(base, model_sha="b"))
+    assert not _same_run(base, dict(base, top_k=3))
+    assert not _same_run(base, dict(base, units=[{"name": "u", "size": 2}]))
+
+
+# ----------------------------------------------------------------------------- receipts -> commits
+
+
+def _receipt(unit, start, stop, rows=0, rejects=0, total=-1, scored=None, rej=None):
+    return {"unit": unit, "start": start, "ranges": [start, stop] if start >= 0 else [], "rows": rows,
+            "rejects": rejects, "scored_file": scored, "rejects_file": rej, "total": total}
+
+
+def _committer(tmp_path, units):
+    lay = OutputLayout(str(tmp_path), "2026-01-02")
+    for sub in (COMMITS, REJECTS):
+        lay.mkdirs(lay.path(sub))
+    stage = lay.staging("a1")
+    lay.mkdirs(stage)
+    plan = [ReadUnit(f"/in/{u}.csv", "csv", 0, i) for i, u in enumerate(units)]
+    return lay, stage, Committer(lay, plan, "a1", stage, faults.FaultPlan(), log=lambda m: None)
+
+
+def _stage(stage, name, n):
+    pq.write_table(pa.table({"id": [str(i) for i in range(n)]}), f"{stage}/{name}")
+    return name
+
+
+def test_committer_commits_when_ranges_cover_all_records(tmp_path):
+    lay, stage, c = _committer(tmp_path, ["00000-00000"])
+    u = "00000-00000"
+    # END first, fragments out of order; the unit commits only when 0..total-1 are all covered.
+    c.add(pa.Table.from_pylist([_receipt(u, -1, -1, total=10)], schema=RECEIPT_SCHEMA))
+    c.add(pa.Table.from_pylist([_receipt(u, 6, 10, rows=4, scored=_stage(stage, f"scored-{part_name(u, 6)}", 4))],
+                               schema=RECEIPT_SCHEMA))
+    assert not c.committed
+    c.add(pa.Table.from_pylist([_receipt(u, 0, 6, rows=5, rejects=1, scored=_stage(stage, f"scored-{part_name(u, 0)}", 5),
+                                         rej=_stage(stage, f"rejects-{part_name(u, 0)}", 1))], schema=RECEIPT_SCHEMA))
+    marker = json.loads((tmp_path / f"date=2026-01-02/_commits/{u}.json").read_text())
+    assert marker["records"] == 10 and marker["rows"] == 9 and marker["rejects"] == 1
+    assert marker["files"] == [part_name(u, 0), part_name(u, 6)]
+    assert (tmp_path / "date=2026-01-02" / part_name(u, 6)).is_file()
+    assert (tmp_path / "date=2026-01-02/_rejects" / part_name(u, 0)).is_file()
+    assert c.unfinished() == [] and c.rows == 9
+
+
+def test_committer_refuses_overlapping_fragments(tmp_path):
+    lay, stage, c = _committer(tmp_path, ["00000-00000", "00001-00000"])
+    u = "00000-00000"
+    a = _receipt(u, 0, 6, rows=6, scored=_stage(stage, f"scored-{part_name(u, 0)}", 6))
+    c.add(pa.Table.from_pylist([a, a], schema=RECEIPT_SCHEMA))  # an identical repeat is harmless
+    c.add(pa.Table.from_pylist([_receipt(u, 3, 8, rows=5, total=8, scored=_stage(stage, f"scored-{part_name(u, 3)}", 5))],
+                               schema=RECEIPT_SCHEMA))
+    assert not c.committed  # overlap: rescored next round
+    assert [x.name for x in c.unfinished()] == ["00000-00000", "00001-00000"]
+
+
+def test_committer_checks_row_counts_of_staged_files(tmp_path):
+    lay, stage, c = _committer(tmp_path, ["00000-00000"])
+    u = "00000-00000"
+    c.add(pa.Table.from_pylist([_receipt(u, 0, 4, rows=4, total=4, scored=_stage(stage, f"scored-{part_name(u, 0)}", 3))],
+                               schema=RECEIPT_SCHEMA))
+    assert not c.committed
+
+
+def test_committer_commits_an_empty_unit(tmp_path):
+    lay, stage, c = _committer(tmp_path, ["00000-00000"])
+    c.add(pa.Table.from_pylist([_receipt("00000-00000", -1, -1, total=0)], schema=RECEIPT_SCHEMA))
+    assert list(c.committed) == ["00000-00000"]
+
+
+def test_ranges():
+    assert _ranges(np.array([], dtype=np.int64)) == []
+    assert _ranges(np.array([0, 1, 2, 5, 6, 9])) == [0, 3, 5, 7, 9, 10]
+
+
+# ----------------------------------------------------------------------------- duplicate pass
+
+
+def _parts(lay, spec):
+    lay.mkdirs()
+    files = []
+    for name, ids in spec:
+        path = lay.path(name)
+        n = len(ids)
+        pq.write_table(pa.table({"id": ids, "tags": pa.array([[]] * n, pa.list_(pa.string())),
+                                 "truncated": [False] * n, "source": [f"{name}:{i + 1}" for i in range(n)]}), path)
+        files.append(path)
+    return files
+
+
+def test_dedup_first_occurrence_in_input_order_wins_and_is_idempotent(tmp_path):
+    lay = OutputLayout(str(tmp_path), "2026-01-02")
+    lay.mkdirs(lay.path(REJECTS))
+    files = _parts(lay, [("part-00000-00000-0000000000.parquet", ["a", "b", "c", "b"]),
+                         ("part-00001-00000-0000000000.parquet", ["d", "a", "e"]),
+                         ("part-00002-00000-0000000000.parquet", ["c", "f", "a"])])
+    dups = find_duplicates(lay, files)
+    assert {k: sorted(v) for k, v in dups.items()} == {0: [(3, 0, 1)], 1: [(1, 0, 0)], 2: [(0, 0, 2), (2, 0, 0)]}
+
+    def boom():
+        raise KeyboardInterrupt  # a kill after the dup file, before the part rewrite
+
+    with pytest.raises(KeyboardInterrupt):
+        dedup_pass(lay, files, before_rewrite=boom)
+    assert dedup_pass(lay, files) == 4  # the rerun: same answer from the files as they are
+    assert dedup_pass(lay, files) == 0
+    kept = [pq.read_table(f).column("id").to_pylist() for f in files]
+    assert kept == [["a", "b", "c"], ["d", "e"], ["f"]]
+    dup = pq.read_table(lay.path(REJECTS, "dup-part-00002-00000-0000000000.parquet")).to_pylist()
+    assert [(r["id"], r["reason"], r["source"]) for r in dup] == [
+        ("c", "duplicate_id", "part-00002-00000-0000000000.parquet:1"),
+        ("a", "duplicate_id", "part-00002-00000-0000000000.parquet:3")]
+    assert "part-00000-00000-0000000000.parquet:3" in dup[0]["raw"]
+
+
+def test_dedup_confirms_hash_matches_on_the_ids(tmp_path, monkeypatch):
+    import pandas as pd
+
+    lay = OutputLayout(str(tmp_path), "2026-01-02")
+    files = _parts(lay, [("part-00000-00000-0000000000.parquet", ["a", "b", "a"])])
+    monkeypatch.setattr(pd.util, "hash_array", lambda arr, categorize=False: np.zeros(len(arr), np.uint64))
+    assert {k: sorted(v) for k, v in find_duplicates(lay, files).items()} == {0: [(2, 0, 0)]}
+
+
+# ----------------------------------------------------------------------------- output tables
+
+
+def test_scored_table_tags_and_scores():
+    probs = np.array([[0.9, 0.2, 0.6], [0.1, 0.3, 0.2]], dtype=np.float32)
+    tags = probs >= np.array([0.5, 0.5, 0.5])
+    s = Scores(probs, tags, np.array([False, True]))
+    t = scored_table(pa.array(["x", "y"]), pa.array(["f:1", "f:2"]), s, ["a", "b", "c"], "v1")
+    assert t.schema == SCORED_SCHEMA
+    rows = t.to_pylist()
+    assert rows[0]["tags"] == ["a", "c"] and rows[1]["tags"] == []
+    assert dict(rows[0]["scores"]) == pytest.approx({"a": 0.9, "b": 0.2, "c": 0.6})
+    assert rows[1]["truncated"] and rows[0]["model_version"] == "v1"
+    top = scored_table(pa.array(["x", "y"]), pa.array(["f:1", "f:2"]), s, ["a", "b", "c"], "v1", top_k=2).to_pylist()
+    assert [k for k, _ in top[0]["scores"]] == ["a", "c"] and [k for k, _ in top[1]["scores"]] == ["b", "c"]
+
+
+# ----------------------------------------------------------------------------- read UDF
+
+
+def test_read_units_emits_every_record_then_end(tmp_path):
+    from tagging.synth import JSONL_EXTRA_RAW_LINES, generate_corpus, write_corpus
+
+    df = generate_corpus(60, seed=2, bad_fraction=0.2)
+    write_corpus(df, str(tmp_path / "x.jsonl"))
+    (unit,) = plan_units([str(tmp_path / "x.jsonl")])
+    out = pa.concat_tables(read_units(pa.Table.from_pylist([unit_to_item(unit)]), DataConfig()))
+    kind = out.column("kind").to_numpy()
+    assert out.column("seq").to_pylist() == list(range(60 + JSONL_EXTRA_RAW_LINES + 1))
+    assert kind[-1] == END and (kind[:-1] != END).all()
+    assert set(out.column("unit").to_pylist()) == {unit.name}
+    rejects = out.filter(pa.compute.equal(out.column("kind"), REJECT)).column("reason").to_pylist()
+    assert {"null_text", "empty_text", "missing_id", "malformed_record", "invalid_utf8", "text_too_long",
+            "non_string_text"} <= set(rejects)
+    rows = out.filter(pa.compute.equal(out.column("kind"), ROW))
+    assert all(t == t.strip() and t == t.lower() for t in rows.column("text").to_pylist())  # normalized
+
+
+# ----------------------------------------------------------------------------- fault hook
+
+
+def test_fault_plan_from_env():
+    assert faults.FaultPlan.from_env({}).point is None
+    plan = faults.FaultPlan.from_env({"SERVE_BATCH_FAULT": "commit@3", "SERVE_BATCH_FAULT_TARGET": "self"})
+    assert (plan.point, plan.nth, plan.target) == ("commit", 3, "self")
+    with pytest.raises(ValueError, match="unknown point"):
+        faults.FaultPlan.from_env({"SERVE_BATCH_FAULT": "nowhere"})
+
+
+def test_fault_fires_once_with_a_flag(tmp_path):
+    plan = faults.FaultPlan("score", 1, "self", str(tmp_path / "flag"))
+    faults.maybe_fault(plan, "commit")  # other point: nothing
+    for expect_killed in (True, False):
+        pid = os.fork()
+        if pid == 0:  # child
+            faults._hits.clear()
+            faults.maybe_fault(plan, "score")
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) == expect_killed
+        if expect_killed:
+            assert os.WTERMSIG(status) == signal.SIGKILL
+
+
+# ----------------------------------------------------------------------------- CLI surface (no Ray)
+
+
+def test_score_help_lists_the_options():
+    from typer.testing import CliRunner
+
+    from tagging.cli import app
+
+    result = CliRunner().invoke(app, ["score", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for opt in ("--model", "--input", "--output", "--date", "--actors", "--cpus-per-actor", "--batch-size",
+                "--precision", "--top-k", "--overwrite", "--address"):
+        assert opt in result.output
+    for cmd in ("quantize", "bench-score"):
+        assert CliRunner().invoke(app, [cmd, "--help"]).exit_code == 0
+
+
+def test_score_bad_usage_and_bad_model_fail_cleanly(tmp_path):
+    from typer.testing import CliRunner
+
+    from tagging.cli import app
+
+    assert CliRunner().invoke(app, ["score", "--model", "m"]).exit_code == 2
+    res = CliRunner().invoke(app, ["score", "--model", str(tmp_path), "--input", "x.csv", "--output", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "not a model artifact" in res.output
+
+
+def test_nightly_job_fails_with_one_line(tmp_path, capsys):
+    from jobs import score_nightly
+
+    assert score_nightly.parse_args(["--model", "m", "--input", "a", "b", "--output", "o"]).input == ["a", "b"]
+    code = score_nightly.main(["--model", str(tmp_path), "--input", "x.csv", "--output", str(tmp_path / "o"),
+                               "--date", "2026-01-01"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: ") and "not a model artifact" in err[0]
