@@ -1,0 +1,213 @@
+"""`tagging bench-score`: what the pipeline costs over raw ONNX Runtime, on the same rows and cores.
+
+Measured in one run, same model, same rows:
+
+* ceiling: one process, ONNX Runtime over pre-encoded length-bucketed batches in a tight loop,
+  intra-op threads = the pipeline's actors x threads per actor (all the cores the pipeline
+  scores with); fp32 and int8.
+* pipeline: `tagging score` file to file (Parquet in -> part files, rejects, summary, _SUCCESS)
+  in a subprocess with its own local Ray; docs/s = rows / the run's pipeline time (from the
+  first read to _SUCCESS, Ray's own start-up excluded; the wall time incl. start-up is also
+  reported); fp32 and int8.
+* peak RSS of the pipeline's whole process tree (driver, Ray's processes and workers), sampled
+  every 0.2 s, at N and N x scale rows (same unit size, so a streaming pipeline stays flat).
+* F1 of fp32 and int8 against the generated rows' tags (the artifact's thresholds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATE = "2000-01-01"
+
+
+def _write_inputs(df, folder: Path, unit_rows: int, copies: int = 1) -> None:
+    """Parquet files of ``df`` (ids made unique per copy) with ``unit_rows`` rows per row group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    base = pa.table({"id": pa.array(df["id"].tolist(), pa.string()), "text": pa.array(df["text"].tolist(), pa.string()),
+                     "tags": pa.array([list(t) for t in df["tags"]], pa.list_(pa.string()))})
+    for k in range(copies):
+        table = base if copies == 1 else base.set_column(0, "id", pa.array([f"{i}-c{k:02d}" for i in df["id"]], pa.string()))
+        pq.write_table(table, folder / f"part-{k:03d}.parquet", row_group_size=unit_rows)
+
+
+class _RssSampler:
+    """Peak of the summed RSS of a process and all its descendants."""
+
+    def __init__(self, pid: int, interval: float = 0.2) -> None:
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self.peak_driver = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                procs = [self.proc] + self.proc.children(recursive=True)
+                total = 0
+                for p in procs:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, total)
+                self.peak_driver = max(self.peak_driver, self.proc.memory_info().rss)
+            except psutil.Error:
+                pass
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_pipeline(model: str, inputs: Path, output: Path, precision: str, batch_size: int, actors: int | None,
+                 cpus_per_actor: float, log) -> dict:
+    """`tagging score` in a fresh process with its own local Ray; returns timing, rows and peak RSS."""
+    cmd = [sys.executable, "-m", "tagging.cli", "score", "--model", model, "--input", str(inputs), "--output",
+           str(output), "--date", DATE, "--precision", precision, "--batch-size", str(batch_size),
+           "--cpus-per-actor", str(cpus_per_actor)] + (["--actors", str(actors)] if actors else [])
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SERVE_BATCH_FAULT")}
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = _RssSampler(proc.pid)
+    stdout, stderr = proc.communicate()
+    sampler.stop()
+    wall = time.time() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"pipeline run failed ({proc.returncode}): {(stderr.strip().splitlines() or [''])[-1]}")
+    summary = json.loads((output / f"date={DATE}" / "summary.json").read_text())
+    rows = summary["rows_scored"]
+    out = {"precision": precision, "rows": rows, "pipeline_s": summary["pipeline_s"],
+           "docs_per_s": rows / summary["pipeline_s"], "wall_s": wall, "wall_docs_per_s": rows / wall,
+           "peak_rss_mb": sampler.peak / 2**20, "peak_driver_rss_mb": sampler.peak_driver / 2**20}
+    log(f"pipeline {precision} {rows} rows: {out['docs_per_s']:.0f} docs/s ({out['pipeline_s']:.1f}s; wall "
+        f"{wall:.1f}s), peak RSS {out['peak_rss_mb']:.0f} MiB")
+    return out
+
+
+def ceiling(art, precision: str, texts: list[str], threads: int, batch_size: int, log) -> tuple[dict, np.ndarray]:
+    """ONNX Runtime alone: pre-encoded, length-bucketed batches, one process, ``threads`` threads."""
+    from serve_batch.scorer import OnnxScorer
+
+    scorer = OnnxScorer(art, precision, threads=threads, batch_size=batch_size)
+    batches = scorer.encode_batches(texts)
+    probs = np.empty((len(texts), len(scorer.labels)), dtype=np.float32)
+    scorer.run_ids(batches[len(batches) // 2][1])  # warm-up
+    t0 = time.perf_counter()
+    for idx, ids in batches:
+        probs[idx] = scorer.run_ids(ids)
+    dt = time.perf_counter() - t0
+    log(f"ceiling {precision} ({threads} threads): {len(texts) / dt:.0f} docs/s ({dt:.1f}s)")
+    return {"precision": precision, "threads": threads, "seconds": dt, "docs_per_s": len(texts) / dt}, probs
+
+
+def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int = 20_000, batch_size: int = 256,
+                actors: int | None = None, cpus_per_actor: float = 0.75, rss_precision: str | None = None,
+                work_dir: str | None = None, seed: int = 7, log=print) -> dict:
+    from tagging.artifact import load_artifact
+    from serve_batch.quantize import tag_index
+    from tagging.metrics import weighted_f1
+    from tagging.synth import generate_corpus
+    from tagging.text import normalize
+    from tagging.thresholds import apply_thresholds
+
+    art = load_artifact(model)
+    int8_info = art.manifest.get("int8") or {}
+    has_int8 = bool(int8_info.get("accepted"))
+    precisions = ["fp32"] + (["int8"] if has_int8 else [])
+    if not has_int8:
+        log("no accepted int8 model in the artifact (run `tagging quantize`); measuring fp32 only")
+    rss_precision = rss_precision or precisions[-1]
+    n_actors = actors or (os.cpu_count() or 1)
+    threads = n_actors * max(1, round(cpus_per_actor))
+    work = Path(work_dir or tempfile.mkdtemp(prefix="bench-score-"))
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+
+    t0 = time.time()
+    df = generate_corpus(rows, seed=seed)
+    _write_inputs(df, work / "in-1x", unit_rows)
+    log(f"generated {rows} rows in {time.time() - t0:.1f}s -> {work}")
+    cfg = art.config.data
+    texts = [normalize(t, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords) for t in df["text"]]
+    index = tag_index(cfg)
+    y = art.labels.encode([index.canonical(t, cfg.expand_parents) for t in df["tags"]])
+
+    result: dict = {"model": str(art.path), "model_version": art.model_version, "model_config": art.manifest["config"]["model"],
+                    "rows": rows, "scale": scale, "unit_rows": unit_rows, "batch_size": batch_size,
+                    "actors": n_actors, "cpus_per_actor": cpus_per_actor, "ceiling_threads": threads,
+                    "cpus": os.cpu_count(), "load_avg_before": [round(x, 2) for x in load_before]}
+    ceil, f1 = {}, {}
+    for p in precisions:
+        ceil[p], probs = ceiling(art, p, texts, threads, batch_size, log)
+        f1[p] = weighted_f1(y, apply_thresholds(probs, art.thresholds))
+    pipe = {p: run_pipeline(str(art.path), work / "in-1x", work / f"out-{p}-1x", p, batch_size, actors,
+                            cpus_per_actor, log) for p in precisions}
+    _write_inputs(df, work / f"in-{scale}x", unit_rows, copies=scale)
+    big = run_pipeline(str(art.path), work / f"in-{scale}x", work / f"out-{rss_precision}-{scale}x", rss_precision,
+                       batch_size, actors, cpus_per_actor, log)
+    result.update({
+        "ceiling_docs_per_s": ceil["fp32"]["docs_per_s"],
+        "pipeline_docs_per_s": pipe["fp32"]["docs_per_s"],
+        "pipeline_over_ceiling": pipe["fp32"]["docs_per_s"] / ceil["fp32"]["docs_per_s"],
+        "int8_ceiling_docs_per_s": ceil["int8"]["docs_per_s"] if has_int8 else None,
+        "int8_pipeline_docs_per_s": pipe["int8"]["docs_per_s"] if has_int8 else None,
+        "int8_pipeline_over_ceiling": pipe["int8"]["docs_per_s"] / ceil["int8"]["docs_per_s"] if has_int8 else None,
+        "int8_over_fp32": pipe["int8"]["docs_per_s"] / pipe["fp32"]["docs_per_s"] if has_int8 else None,
+        "int8_ceiling_over_fp32_ceiling": ceil["int8"]["docs_per_s"] / ceil["fp32"]["docs_per_s"] if has_int8 else None,
+        "f1_fp32": f1["fp32"],
+        "f1_int8": f1.get("int8"),
+        "int8_f1_delta": f1["int8"] - f1["fp32"] if has_int8 else None,
+        "int8_gate": int8_info or None,
+        "rss_precision": rss_precision,
+        "rss_1x_mb": pipe[rss_precision]["peak_rss_mb"],
+        "rss_10x_mb": big["peak_rss_mb"],
+        "rss_10x_over_1x": big["peak_rss_mb"] / pipe[rss_precision]["peak_rss_mb"],
+        "ceiling": ceil, "pipeline": pipe, "pipeline_scaled": big,
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "work_dir": str(work),
+    })
+    result["table"] = format_table(result)
+    return result
+
+
+def format_table(r: dict) -> str:
+    lines = [f"bench-score: {r['rows']} rows, {r['cpus']} CPUs, {r['actors']} actors x {r['cpus_per_actor']} CPU, "
+             f"ceiling {r['ceiling_threads']} threads, batch {r['batch_size']}; load avg before {r['load_avg_before']} "
+             f"after {r['load_avg_after']}",
+             f"{'':28}{'docs/s':>10}{'x ceiling':>11}{'peak RSS MiB':>14}{'F1':>8}"]
+    for p in ("fp32", "int8"):
+        if p not in r["ceiling"]:
+            continue
+        c, q = r["ceiling"][p], r["pipeline"][p]
+        f1 = r["f1_fp32"] if p == "fp32" else r["f1_int8"]
+        lines.append(f"{'ceiling ' + p:28}{c['docs_per_s']:>10.0f}{'':>11}{'':>14}{f1:>8.4f}")
+        lines.append(f"{'pipeline ' + p + ' (N)':28}{q['docs_per_s']:>10.0f}{q['docs_per_s'] / c['docs_per_s']:>11.2f}"
+                     f"{q['peak_rss_mb']:>14.0f}")
+    b = r["pipeline_scaled"]
+    lines.append(f"{'pipeline ' + r['rss_precision'] + ' (' + str(r['scale']) + 'N)':28}{b['docs_per_s']:>10.0f}{'':>11}"
+                 f"{b['peak_rss_mb']:>14.0f}")
+    lines.append(f"pipeline/ceiling {r['pipeline_over_ceiling']:.2f}; RSS {r['scale']}N/N {r['rss_10x_over_1x']:.2f}"
+                 + (f"; int8/fp32 pipeline {r['int8_over_fp32']:.2f} (ceiling {r['int8_ceiling_over_fp32_ceiling']:.2f}),"
+                    f" int8 F1 delta {r['int8_f1_delta']:+.4f}" if r.get("int8_over_fp32") else ""))
+    return "\n".join(lines)
