@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -250,16 +251,21 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
     from serve_batch.stages import ScoreStage, read_units, unit_to_item
 
     actors, cpa, gpa = sizing
+    actors = max(1, min(actors, len(units)))  # more actors than units would idle
     ds = ray.data.from_items([unit_to_item(u) for u in units], override_num_blocks=max(1, len(units)))
     ds = ds.map_batches(read_units, fn_kwargs={"cfg": art.config.data, "fault": opts.fault}, batch_size=1,
                         batch_format="pyarrow", num_cpus=opts.read_cpus)
-    return ds.map_batches(
-        ScoreStage,
-        fn_constructor_kwargs={"model_dir": str(art.path), "precision": opts.precision, "threads": opts.threads,
-                               "batch_size": opts.batch_size, "top_k": opts.top_k, "staging_uri": staging_uri,
-                               "fault": opts.fault},
-        compute=ray.data.ActorPoolStrategy(size=actors), batch_size=None, batch_format="pyarrow", zero_copy_batch=True,
-        num_cpus=cpa, num_gpus=gpa or None, ray_remote_args_fn=_actor_retries)
+    with warnings.catch_warnings():
+        # ray_remote_args_fn is deprecated (removal planned for Ray 2.64) but is 2.60's only way to
+        # cap actor task retries without the (also deprecated) **ray_remote_args.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ds.map_batches(
+            ScoreStage,
+            fn_constructor_kwargs={"model_dir": str(art.path), "precision": opts.precision, "threads": opts.threads,
+                                   "batch_size": opts.batch_size, "top_k": opts.top_k, "staging_uri": staging_uri,
+                                   "fault": opts.fault},
+            compute=ray.data.ActorPoolStrategy(size=actors), batch_size=None, batch_format="pyarrow",
+            zero_copy_batch=True, num_cpus=cpa, num_gpus=gpa or None, ray_remote_args_fn=_actor_retries)
 
 
 def _actor_retries() -> dict:
@@ -273,7 +279,7 @@ def _init(opts: ScoreOptions) -> None:
 
     from tagging.dist.runtime import init_ray
 
-    init_ray(opts.address)
+    init_ray(opts.address, include_dashboard=False)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
         object_store_memory=opts.object_store_budget_mb * 1024 * 1024)

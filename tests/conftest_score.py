@@ -1,0 +1,102 @@
+"""Helpers shared by the scoring tests (tests/unit/test_serve_batch*.py, tests/integration/test_score*.py).
+
+Not a conftest.py (those belong to the whole suite): test modules load it with
+``load_helpers()`` below. The trained artifact is built once per pytest process, however many
+modules ask for it: a small char-CNN (max_length 128, so truncation happens) trained in-process
+on synthetic data, then quantized to int8.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_MODEL = {
+    "model.num_filters": 32, "model.filter_widths": [1, 2, 3, 4], "model.embedding_dim": 16, "model.hidden_dim": 32,
+    "model.max_length": 128, "max_epochs": 2, "batch_size": 32,
+}
+DATE = "2026-11-21"
+
+_cache: dict[str, Path] = {}
+
+
+def trained_artifact(base: Path) -> Path:
+    """A real artifact (ONNX + int8), trained once per process under ``base``."""
+    if "artifact" in _cache:
+        return _cache["artifact"]
+    from serve_batch.quantize import quantize_artifact
+    from tagging.config import load_config
+    from tagging.local import train_local
+    from tagging.synth import generate_corpus, write_corpus
+
+    base.mkdir(parents=True, exist_ok=True)
+    data = base / "train.parquet"
+    write_corpus(generate_corpus(800, seed=0), str(data))
+    art = train_local([str(data)], str(base / "model"), load_config(None, SMALL_MODEL), model_version="test-1")
+    quantize_artifact(str(art.path), [str(data)], calibration_rows=128, log=lambda m: None)
+    _cache["artifact"] = art.path
+    _cache["train_data"] = data
+    return art.path
+
+
+def train_data() -> Path:
+    return _cache["train_data"]
+
+
+def write_bad_inputs(folder: Path, rows: int = 600, seed: int = 11) -> Path:
+    """Parquet (3 row groups), JSON Lines (+2 raw corrupt lines) and CSV, with every kind of bad row."""
+    from tagging.synth import generate_corpus, write_corpus
+
+    df = generate_corpus(rows, seed=seed, bad_fraction=0.08)
+    folder.mkdir(parents=True, exist_ok=True)
+    third = rows // 3
+    write_corpus(df.iloc[:third].reset_index(drop=True), str(folder / "a.parquet"))
+    pq.write_table(pq.read_table(folder / "a.parquet"), folder / "a.parquet", row_group_size=third // 3 + 1)
+    write_corpus(df.iloc[third : 2 * third].reset_index(drop=True), str(folder / "b.jsonl"))
+    write_corpus(df.iloc[2 * third :].reset_index(drop=True), str(folder / "c.csv"))
+    return folder
+
+
+def expected_outcome(inputs: list[str], cfg) -> dict:
+    """The sequential reference: core readers in plan order, first valid occurrence of an id wins."""
+    from tagging.readers import DUPLICATE_ID, Reject, plan_units, read_unit, reason_kind
+
+    valid: dict[str, str] = {}
+    reasons: Counter = Counter()
+    records = 0
+    for unit in plan_units(inputs):
+        for item in read_unit(unit, cfg, need_tags=False):
+            records += 1
+            if isinstance(item, Reject):
+                reasons[reason_kind(item.reason)] += 1
+            elif item.id in valid:
+                reasons[DUPLICATE_ID] += 1
+            else:
+                valid[item.id] = item.text
+    return {"records": records, "valid": valid, "reasons": dict(reasons)}
+
+
+def read_output(date_dir: Path):
+    """(scored rows, rejects) of a finished date as pyarrow tables."""
+    import pyarrow as pa
+
+    parts = sorted(date_dir.glob("part-*.parquet"))
+    rejects = sorted((date_dir / "_rejects").glob("*.parquet"))
+    scored = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
+    rej = pa.concat_tables([pq.read_table(p) for p in rejects]) if rejects else None
+    return scored, rej
+
+
+def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 240, module: str = "tagging.cli"):
+    """Run ``python -m <module> ARGS`` in a fresh process (its own local Ray); returns CompletedProcess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_BATCH_FAULT", "RAY_ADDRESS"))}
+    env.update({"TAGGING_DATA_NO_PROGRESS_TIMEOUT_S": "120", "PYTHONPATH": str(REPO)})
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=str(REPO))
