@@ -54,3 +54,22 @@ def fit_thresholds(
     support = y_true.sum(0)
     out = np.where(support >= min_support, (1 - shrink) * per_class + shrink * global_t, global_t)
     return np.round(out, 4), global_t
+
+
+def cv_policy_score(y_true: np.ndarray, probs: np.ndarray, min_support: int, shrink: float, folds: int = 5,
+                    seed: int = 0) -> float:
+    """Weighted F1 of a threshold policy estimated by K-fold cross-validation over validation rows.
+
+    Thresholds are fit on K-1 folds and applied to the held-out fold; the held-out predictions
+    of all folds are pooled into one weighted F1. This keeps the choice of policy honest when
+    some classes have only a handful of validation positives.
+    """
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    y_true = np.asarray(y_true).astype(bool)
+    pred = np.zeros_like(y_true)
+    kfold = MultilabelStratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fit_idx, held_idx in kfold.split(np.zeros(len(y_true)), y_true.astype(int)):
+        th, _ = fit_thresholds(y_true[fit_idx], probs[fit_idx], min_support=min_support, shrink=shrink)
+        pred[held_idx] = apply_thresholds(probs[held_idx], th)
+    return weighted_f1(y_true, pred)

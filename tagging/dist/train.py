@@ -171,8 +171,11 @@ class _null:
         return False
 
 
-def build_trainer(cfg, loop_cfg: dict, datasets: dict, run_name: str, storage_path: str):
-    """A TorchTrainer for ``cfg`` (workers, CPUs, GPU, failures) over ``datasets`` (train, val)."""
+def build_trainer(cfg, loop_cfg: dict, datasets: dict, run_name: str, storage_path: str, callbacks: list | None = None):
+    """A TorchTrainer for ``cfg`` (workers, CPUs, GPU, failures) over ``datasets`` (train, val).
+
+    ``callbacks`` go to the RunConfig (Tune passes its TuneReportCallback here).
+    """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -188,6 +191,7 @@ def build_trainer(cfg, loop_cfg: dict, datasets: dict, run_name: str, storage_pa
         storage_path=storage_path,
         failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        callbacks=callbacks or None,
     )
     return TorchTrainer(
         train_loop_per_worker,

@@ -51,15 +51,6 @@ def prepare_with_ray(cfg: TrainConfig, data: Sequence[str], log: Callable[[str],
     return prepared
 
 
-def to_ray(df: pd.DataFrame):
-    import ray
-
-    table = pd.DataFrame({"text": df["text"].to_numpy(dtype=object), "length": df["length"].astype("int64").to_numpy()})
-    ds = ray.data.from_pandas(table)
-    y = np.stack(df["y"].to_numpy()).astype(np.float32) if len(df) else np.zeros((0, 1), np.float32)
-    return ray.data.from_items([{"text": t, "length": int(n), "y": yy} for t, n, yy in zip(table["text"], table["length"], y)]) if len(df) < 0 else _with_tensor(table, y)
-
-
 def _with_tensor(table: pd.DataFrame, y: np.ndarray):
     import pyarrow as pa
     import ray
@@ -69,6 +60,20 @@ def _with_tensor(table: pd.DataFrame, y: np.ndarray):
                       "length": pa.array(table["length"].to_numpy(), pa.int64()),
                       "y": ArrowTensorArray.from_numpy(y)})
     return ray.data.from_arrow(arrow)
+
+
+def training_inputs(cfg: TrainConfig, prepared: Prepared) -> tuple[CharVocab, dict, dict, dict]:
+    """Vocabulary (train split only), the worker loop config, Ray datasets and truncation counts."""
+    train_df, val_df, test_df = prepared.split("train"), prepared.split("val"), prepared.split("test")
+    vocab = CharVocab.fit(train_df["text"])
+    y_train = np.stack(train_df["y"].to_numpy())
+    truncated = {name: int((df["length"] > cfg.model.max_length).sum()) for name, df in (("train", train_df), ("val", val_df), ("test", test_df))}
+    loop_cfg = {
+        "config": to_dict(cfg), "vocab": list(vocab.chars), "num_labels": len(prepared.labels),
+        "label_counts": y_train.sum(0).tolist(), "n_train": len(train_df),
+    }
+    datasets = {"train": _with_tensor(train_df, y_train), "val": _with_tensor(val_df, np.stack(val_df["y"].to_numpy()))}
+    return vocab, loop_cfg, datasets, truncated
 
 
 def run_training(
@@ -92,51 +97,57 @@ def run_training(
     storage = os.path.abspath(storage) if "://" not in storage else storage
     init_ray(address)
     prepared = prepare_with_ray(cfg, data, log)
-    train_df, val_df, test_df = prepared.split("train"), prepared.split("val"), prepared.split("test")
-    vocab = CharVocab.fit(train_df["text"])
-    y_train = np.stack(train_df["y"].to_numpy())
-    truncated = {name: int((df["length"] > cfg.model.max_length).sum()) for name, df in (("train", train_df), ("val", val_df), ("test", test_df))}
+    vocab, loop_cfg, datasets, truncated = training_inputs(cfg, prepared)
     log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
-    loop_cfg = {
-        "config": to_dict(cfg), "vocab": list(vocab.chars), "num_labels": len(prepared.labels),
-        "label_counts": y_train.sum(0).tolist(), "n_train": len(train_df),
-    }
-    trainer = build_trainer(cfg, loop_cfg, {"train": _with_tensor(train_df, y_train), "val": _with_tensor(val_df, np.stack(val_df["y"].to_numpy()))}, run_name, storage)
+    trainer = build_trainer(cfg, loop_cfg, datasets, run_name, storage)
     log(f"[tagging] run {run_name}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{run_name}")
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"run {run_name} finished without a checkpoint")
     state = load_checkpoint_state(result.checkpoint)
-    stop_state = state["early_stopping"]
-    model = CharCNN(vocab.size, len(prepared.labels), cfg.model)
-    model.load_state_dict(stop_state["best_state"])
-    model.eval()
-    log(f"[tagging] best epoch {stop_state['best_epoch']} (val weighted F1 {stop_state['best_score']:.4f}) of {len(state['history'])} epochs")
-
-    val_texts, test_texts = val_df["text"].tolist(), test_df["text"].tolist()
-    y_val, y_test = np.stack(val_df["y"].to_numpy()), np.stack(test_df["y"].to_numpy())
-    p_val = predict_texts(model, val_texts, vocab, cfg.model.max_length)
-    thresholds, global_t = fit_thresholds(y_val, p_val, min_support=cfg.threshold_min_support)
-    p_test = predict_texts(model, test_texts, vocab, cfg.model.max_length)
-    metrics = evaluate(y_test, apply_thresholds(p_test, thresholds), prepared.labels.labels)
-    metrics["global_threshold_f1"] = evaluate(y_test, apply_thresholds(p_test, np.full(len(thresholds), global_t)), prepared.labels.labels)["overall"]["f1"]
-    metrics["split"] = "test"
-    log(f"[tagging] test weighted F1 {metrics['overall']['f1']:.4f} (per-class thresholds), {metrics['global_threshold_f1']:.4f} (global {global_t:.2f}); macro F1 {metrics['overall']['macro_f1']:.4f}")
-
-    art = save_artifact(
-        out, config=cfg, labels=prepared.labels, vocab=vocab, state_dict=stop_state["best_state"], model=model,
-        thresholds=thresholds, global_threshold=global_t, metrics=metrics,
-        splits=dict(zip(prepared.rows["id"], prepared.rows["split"])), history=state["history"],
-        data_hash=prepared.data_hash, model_version=run_name, parity_texts=val_texts[:256],
-        extra={
-            "run": {"name": run_name, "storage": storage, "best_epoch": stop_state["best_epoch"],
-                    "epochs": len(state["history"]), "seconds": round(time.perf_counter() - t_start, 1)},
-            "data": {"inputs": list(data), **prepared.counts, "truncated": truncated},
-            "parameters": count_parameters(model),
-        },
-    )
+    art = finalize_artifact(cfg, prepared, vocab, state, out, run_name, list(data), truncated,
+                            {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
     rejects_path = art.path / "rejects.parquet"
     prepared.rejects.astype({"id": "string", "reason": "string", "source": "string", "raw": "string"}).to_parquet(rejects_path, index=False)
     art = update_manifest(art, {"rejects.parquet": rejects_path}, {})
     log(f"[tagging] artifact {art.path} (model_version {art.model_version}); rejects: {rejects_path}")
     return art
+
+
+def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, state: dict, out: str, run_name: str,
+                      inputs: list[str], truncated: dict, run_info: dict, log: Callable[[str], None] = print,
+                      threshold_policy: dict | None = None) -> Artifact:
+    """Best weights from a checkpoint state -> thresholds on val -> test metrics -> artifact (ONNX checked).
+
+    ``threshold_policy`` ({"min_support", "shrink"}) comes from the tuning threshold stage; by
+    default the config's min_support with no shrinkage.
+    """
+    stop_state = state["early_stopping"]
+    model = CharCNN(vocab.size, len(prepared.labels), cfg.model)
+    model.load_state_dict(stop_state["best_state"])
+    model.eval()
+    log(f"[tagging] best epoch {stop_state['best_epoch']} (val weighted F1 {stop_state['best_score']:.4f}) of {len(state['history'])} epochs")
+    val_df, test_df = prepared.split("val"), prepared.split("test")
+    val_texts, test_texts = val_df["text"].tolist(), test_df["text"].tolist()
+    y_val, y_test = np.stack(val_df["y"].to_numpy()), np.stack(test_df["y"].to_numpy())
+    p_val = predict_texts(model, val_texts, vocab, cfg.model.max_length)
+    policy = threshold_policy or {"min_support": cfg.threshold_min_support, "shrink": 0.0, "source": "config"}
+    thresholds, global_t = fit_thresholds(y_val, p_val, min_support=int(policy["min_support"]), shrink=float(policy["shrink"]))
+    p_test = predict_texts(model, test_texts, vocab, cfg.model.max_length)
+    metrics = evaluate(y_test, apply_thresholds(p_test, thresholds), prepared.labels.labels)
+    metrics["global_threshold_f1"] = evaluate(y_test, apply_thresholds(p_test, np.full(len(thresholds), global_t)), prepared.labels.labels)["overall"]["f1"]
+    metrics["split"] = "test"
+    log(f"[tagging] test weighted F1 {metrics['overall']['f1']:.4f} (per-class thresholds), "
+        f"{metrics['global_threshold_f1']:.4f} (global {global_t:.2f}); macro F1 {metrics['overall']['macro_f1']:.4f}")
+    return save_artifact(
+        out, config=cfg, labels=prepared.labels, vocab=vocab, state_dict=stop_state["best_state"], model=model,
+        thresholds=thresholds, global_threshold=global_t, metrics=metrics,
+        splits=dict(zip(prepared.rows["id"], prepared.rows["split"])), history=state["history"],
+        data_hash=prepared.data_hash, model_version=run_name, parity_texts=val_texts[:256],
+        extra={
+            "run": {**run_info, "best_epoch": stop_state["best_epoch"], "epochs": len(state["history"])},
+            "data": {"inputs": inputs, **prepared.counts, "truncated": truncated},
+            "threshold_policy": policy,
+            "parameters": count_parameters(model),
+        },
+    )

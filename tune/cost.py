@@ -1,0 +1,67 @@
+"""Scoring cost of an architecture: ONNX Runtime docs/s on this machine.
+
+Throughput depends on the architecture and the text lengths, not on the weights, so a model
+with random weights is exported and timed on realistic lengths.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def onnx_docs_per_s(model_cfg, vocab_size: int, num_labels: int, lengths: np.ndarray, threads: int | None = None,
+                    batch_size: int = 256, seconds: float = 2.0, int8: bool = False) -> float:
+    """Docs/s of ONNX Runtime on length-bucketed batches of the given text lengths."""
+    import torch
+
+    from tagging.batching import bucket_order
+    from tagging.export import export_onnx, session
+    from tagging.model import CharCNN
+
+    threads = threads or os.cpu_count() or 1
+    torch.manual_seed(0)
+    model = CharCNN(vocab_size, num_labels, model_cfg).eval()
+    rng = np.random.default_rng(0)
+    lengths = np.minimum(np.asarray(lengths), model_cfg.max_length)
+    batches = []
+    for idx in bucket_order(lengths, batch_size, None):
+        width = int(lengths[idx].max())
+        ids = rng.integers(2, vocab_size, size=(len(idx), width)).astype(np.int64)
+        for row, n in enumerate(lengths[idx]):
+            ids[row, n:] = 0
+        batches.append(ids)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "m.onnx"
+        export_onnx(model, path)
+        if int8:
+            path = _quantize(path, batches, Path(d), vocab_size, model_cfg.max_length)
+        sess = session(path, threads=threads, providers=["CPUExecutionProvider"])
+        for ids in batches[:2]:
+            sess.run(None, {"ids": ids})
+        done, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            for ids in batches:
+                sess.run(None, {"ids": ids})
+                done += len(ids)
+        return done / (time.perf_counter() - t0)
+
+
+def _quantize(path: Path, batches: list[np.ndarray], workdir: Path, vocab_size: int, max_length: int) -> Path | None:
+    """Static QDQ int8 with serve_batch's quantizer (the one `tagging quantize` uses)."""
+    from types import SimpleNamespace
+
+    from serve_batch.quantize import quantize_model
+    from tagging.vocab import CharVocab
+
+    chars = tuple(chr(c) for c in range(0x61, 0x61 + max(1, vocab_size - 2)))  # any vocabulary of the same size
+    vocab = CharVocab(chars)
+    rng = np.random.default_rng(1)
+    texts = ["".join(rng.choice(list(chars), size=int(b.shape[1]))) for b in batches[:8]]
+    out = workdir / "m.int8.onnx"
+    quantize_model(SimpleNamespace(vocab=vocab, max_length=max_length), path, out, texts)
+    return out

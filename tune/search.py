@@ -1,0 +1,241 @@
+"""`tagging tune`: Ray Tune over Ray Train trials, then a threshold-policy stage, then the artifact.
+
+Stage 1 (hyperparameters): each trial is a Tune function trainable that launches a
+TorchTrainer with TuneReportCallback (the Train V2 pattern); every epoch's rank-0 report is a
+Tune iteration and ASHA stops weak trials on validation F1.
+Stage 2 (thresholds): over the best model's saved validation scores, a Tune grid over the
+threshold policy (per-class F1-optimal thresholds shrunk toward the global one, with a
+minimum-support fallback), each policy scored by K-fold cross-validation over validation rows.
+The best trial's weights + the chosen thresholds become the artifact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tagging.config import TrainConfig, from_dict, merge, to_dict
+from tune.space import THRESHOLD_SPACE, load_space, to_tune
+
+RESULT_COLUMNS = ["trial", "val_f1", "epochs", "seconds", "parameters", "docs_per_s_fp32", "docs_per_s_int8", "stopped_early", "params"]
+
+
+def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str) -> None:
+    """One Tune trial = one Ray Train run (reported to Tune by TuneReportCallback)."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from tagging.dist.train import build_trainer
+    from tagging.dist.training import training_inputs
+
+    cfg = from_dict(merge(base, {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}))
+    _, loop_cfg, datasets, _ = training_inputs(cfg, prepared)
+    trial_id = tune.get_context().get_trial_id()
+    trainer = build_trainer(cfg, loop_cfg, datasets, f"{experiment}-{trial_id}", storage, callbacks=[TuneReportCallback()])
+    trainer.fit()
+
+
+def _threshold_trial(params: dict, *, y_val: np.ndarray, p_val: np.ndarray, folds: int, seed: int) -> None:
+    from ray import tune
+
+    from tagging.thresholds import cv_policy_score
+
+    tune.report({"cv_f1": cv_policy_score(y_val, p_val, int(params["min_support"]), float(params["shrink"]), folds, seed)})
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    ckpts = sorted(p for p in run_dir.glob("epoch-*") if p.is_dir())
+    if not ckpts:
+        raise RuntimeError(f"{run_dir}: no checkpoint")
+    return ckpts[-1]
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated in (quality, speed), both to maximize."""
+    front = []
+    for i, (q, s) in enumerate(points):
+        if not any((q2 >= q and s2 >= s) and (q2 > q or s2 > s) for j, (q2, s2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][1])
+
+
+def run_tune(
+    base: TrainConfig,
+    data: Sequence[str],
+    out: str,
+    *,
+    trials: int = 12,
+    max_epochs: int = 30,
+    workers_per_trial: int = 1,
+    cpus_per_worker: float = 0.9,
+    max_concurrent: int = 2,
+    search: str = "random",
+    space_path: str | None = None,
+    grace_period: int = 3,
+    measure_cost: bool = True,
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Search, pick the best trial, tune its threshold policy, write leaderboard + artifact to ``out``."""
+    import ray.train
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from tagging.dist.runtime import init_ray
+    from tagging.dist.train import load_checkpoint_state
+    from tagging.dist.training import finalize_artifact, prepare_with_ray
+    from tagging.thresholds import fit_thresholds
+    from tagging.train_loop import predict_texts
+    from tagging.model import CharCNN, count_parameters
+    from tagging.vocab import CharVocab
+
+    outdir = Path(out).absolute()
+    if (outdir / "model").exists():
+        raise FileExistsError(f"{outdir}/model exists; choose a new --out")
+    outdir.mkdir(parents=True, exist_ok=True)
+    storage = str(outdir / "ray")
+    experiment = f"tune-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    init_ray(address)
+    prepared = prepare_with_ray(base, data, log)
+    space = load_space(space_path)
+    fixed = {"workers": workers_per_trial, "cpus_per_worker": cpus_per_worker, "max_epochs": max_epochs,
+             "threads_per_worker": max(1, int(cpus_per_worker)), "max_failures": 0}
+    base_dict = merge(to_dict(base), fixed)
+    search_alg = None
+    if search == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = ConcurrencyLimiter(OptunaSearch(seed=base.seed), max_concurrent=max_concurrent)
+    elif search != "random":
+        raise ValueError(f"--search must be random or optuna, not {search!r}")
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, prepared=prepared, base=base_dict, storage=storage, experiment=experiment),
+        {"CPU": 0.01},
+    )
+    t0 = time.perf_counter()
+    tuner = tune.Tuner(
+        trainable,
+        param_space=to_tune(space),
+        tune_config=tune.TuneConfig(
+            metric="val_f1", mode="max", num_samples=trials, max_concurrent_trials=max_concurrent, search_alg=search_alg,
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=grace_period, reduction_factor=2),
+        ),
+        run_config=tune.RunConfig(name=experiment, storage_path=storage, verbose=0),
+    )
+    grid = tuner.fit()
+    log(f"[tune] {len(grid)} trials in {time.perf_counter() - t0:.0f} s")
+
+    train_df = prepared.split("train")
+    vocab = CharVocab.fit(train_df["text"])
+    lengths = prepared.split("val")["length"].to_numpy()
+    rows = []
+    for result in grid:
+        if result.error or not result.metrics:
+            log(f"[tune] trial {result.path} failed: {result.error}")
+            continue
+        params = {k: v for k, v in result.config.items()}
+        cfg = from_dict(merge(base_dict, {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}))
+        epochs = int(result.metrics.get("training_iteration", 0))
+        row = {
+            "trial": result.metrics.get("trial_id"), "val_f1": float(result.metrics.get("best_val_f1", np.nan)),
+            "epochs": epochs, "seconds": float(result.metrics.get("time_total_s", np.nan)),
+            "parameters": count_parameters(CharCNN(vocab.size, len(prepared.labels), cfg.model)),
+            "docs_per_s_fp32": np.nan, "docs_per_s_int8": np.nan,
+            "stopped_early": bool(epochs < max_epochs and not result.metrics.get("stopped", False)),
+            "params": json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in sorted(params.items())}),
+        }
+        if measure_cost:
+            from tune.cost import onnx_docs_per_s
+
+            row["docs_per_s_fp32"] = onnx_docs_per_s(cfg.model, vocab.size, len(prepared.labels), lengths)
+            row["docs_per_s_int8"] = onnx_docs_per_s(cfg.model, vocab.size, len(prepared.labels), lengths, int8=True)
+        rows.append(row)
+    if not rows:
+        raise RuntimeError("every tuning trial failed")
+    board = pd.DataFrame(rows, columns=RESULT_COLUMNS).sort_values("val_f1", ascending=False).reset_index(drop=True)
+    best = board.iloc[0]
+    best_params = json.loads(best["params"])
+    best_cfg = from_dict(merge(base_dict, best_params))
+    log(f"[tune] best trial {best['trial']}: val F1 {best['val_f1']:.4f} with {best_params}")
+
+    # Stage 2: threshold policy over the best model's validation scores.
+    state = load_checkpoint_state(ray.train.Checkpoint.from_directory(str(latest_checkpoint(Path(storage) / f"{experiment}-{best['trial']}"))))
+    model = CharCNN(vocab.size, len(prepared.labels), best_cfg.model)
+    model.load_state_dict(state["early_stopping"]["best_state"])
+    val_df = prepared.split("val")
+    y_val = np.stack(val_df["y"].to_numpy())
+    p_val = predict_texts(model, val_df["text"].tolist(), vocab, best_cfg.model.max_length)
+    th_grid = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_threshold_trial, y_val=y_val, p_val=p_val, folds=5, seed=base.seed), {"CPU": 0.01}),
+        param_space={k: tune.grid_search(v) for k, v in THRESHOLD_SPACE.items()},
+        tune_config=tune.TuneConfig(metric="cv_f1", mode="max", max_concurrent_trials=2, reuse_actors=True),
+        run_config=tune.RunConfig(name=f"{experiment}-thresholds", storage_path=storage, verbose=0),
+    ).fit()
+    th_rows = sorted(({"min_support": r.config["min_support"], "shrink": r.config["shrink"], "cv_f1": r.metrics["cv_f1"]}
+                      for r in th_grid if r.metrics), key=lambda r: (-r["cv_f1"], -r["shrink"], r["min_support"]))
+    policy = {**th_rows[0], "source": "tune threshold stage", "folds": 5}
+    global_only = next(r for r in th_rows if r["shrink"] == 1.0)
+    log(f"[tune] threshold policy {policy} (global-only CV F1 {global_only['cv_f1']:.4f})")
+
+    art = finalize_artifact(best_cfg, prepared, vocab, state, str(outdir / "model"), f"{experiment}-best", list(data),
+                            {}, {"name": f"{experiment}-{best['trial']}", "tune_experiment": experiment}, log, threshold_policy=policy)
+    test_f1 = art.manifest["metrics"]["overall"]["f1"]
+    board.to_csv(outdir / "leaderboard.csv", index=False)
+    (outdir / "leaderboard.md").write_text(_markdown(board))
+    pd.DataFrame(th_rows).to_csv(outdir / "thresholds_policies.csv", index=False)
+    best_config = merge(to_dict(best_cfg), {"workers": base.workers, "cpus_per_worker": base.cpus_per_worker,
+                                            "threads_per_worker": base.threads_per_worker, "max_failures": base.max_failures})
+    (outdir / "best_config.json").write_text(json.dumps(best_config, indent=1) + "\n")
+    _plot_pareto(board, outdir / "pareto.png")
+    summary = {
+        "experiment": experiment, "trials": len(board), "stopped_early": int(board["stopped_early"].sum()),
+        "best_trial": best["trial"], "best_val_f1": float(best["val_f1"]), "best_params": best_params,
+        "test_f1": test_f1, "test_f1_global_threshold": art.manifest["metrics"]["global_threshold_f1"],
+        "test_macro_f1": art.manifest["metrics"]["overall"]["macro_f1"], "threshold_policy": policy,
+        "artifact": str(art.path), "best_docs_per_s_fp32": float(best["docs_per_s_fp32"]),
+        "best_docs_per_s_int8": float(best["docs_per_s_int8"]),
+        "pareto": [board.iloc[i]["trial"] for i in pareto_front(list(zip(board["val_f1"], board["docs_per_s_fp32"].fillna(0))))],
+    }
+    (outdir / "tune_summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    log(f"[tune] leaderboard {outdir / 'leaderboard.md'}; best config {outdir / 'best_config.json'}; artifact {art.path}")
+    return summary
+
+
+def _markdown(board: pd.DataFrame) -> str:
+    lines = ["| trial | val F1 | epochs | seconds | parameters | docs/s fp32 | docs/s int8 | stopped early | params |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in board.itertuples():
+        lines.append(f"| {r.trial} | {r.val_f1:.4f} | {r.epochs} | {r.seconds:.0f} | {r.parameters:,} | {r.docs_per_s_fp32:.0f} | "
+                     f"{r.docs_per_s_int8:.0f} | {r.stopped_early} | `{r.params}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_pareto(board: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    speed = board["docs_per_s_fp32"].fillna(0).to_numpy()
+    f1 = board["val_f1"].to_numpy()
+    front = pareto_front(list(zip(f1, speed)))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(speed, f1, color="#999", label="trials")
+    ax.plot(speed[front], f1[front], "o-", color="#d62728", label="Pareto front")
+    for i in front:
+        ax.annotate(str(board.iloc[i]["trial"])[-5:], (speed[i], f1[i]), fontsize=7)
+    ax.set_xlabel("ONNX Runtime docs/s (fp32, this machine)")
+    ax.set_ylabel("validation weighted F1")
+    ax.set_title("char-CNN trials: quality vs scoring cost")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

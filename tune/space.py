@@ -1,0 +1,78 @@
+"""The search space: defaults in code, overridable by a JSON/YAML file (--space).
+
+A space file maps config keys (dotted, as in `tagging train --config`) to a distribution:
+``{"choice": [...]}``, ``{"uniform": [lo, hi]}``, ``{"loguniform": [lo, hi]}``,
+``{"randint": [lo, hi]}`` (hi exclusive), ``{"grid": [...]}`` (every value, times --trials),
+or a plain value (fixed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DEFAULT_SPACE: dict[str, dict] = {
+    "model.embedding_dim": {"choice": [32, 64]},
+    "model.num_filters": {"choice": [64, 128, 192]},
+    "model.filter_widths": {"choice": [[1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]},
+    "model.hidden_dim": {"choice": [64, 128, 256]},
+    "model.dropout": {"uniform": [0.1, 0.5]},
+    "model.max_length": {"choice": [256, 512]},
+    "learning_rate": {"loguniform": [5e-4, 5e-3]},
+    "batch_size": {"choice": [16, 32, 64]},
+    "weight_decay": {"choice": [0.0, 0.01, 0.05]},
+    "imbalance": {"choice": ["pos_weight", "inverse_count", "none"]},
+}
+
+THRESHOLD_SPACE = {"min_support": [0, 3, 5, 10], "shrink": [0.0, 0.25, 0.5, 0.75, 1.0]}
+
+
+def load_space(path: str | Path | None) -> dict[str, dict]:
+    """DEFAULT_SPACE updated with the file's entries (a key mapped to null removes it)."""
+    space = dict(DEFAULT_SPACE)
+    if path is None:
+        return space
+    text = Path(path).read_text("utf-8")
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a search space file holds a mapping of config keys to distributions")
+    for key, value in data.items():
+        if value is None:
+            space.pop(key, None)
+        else:
+            space[key] = value if isinstance(value, dict) else {"fixed": value}
+    return space
+
+
+def to_tune(space: dict[str, dict]) -> dict:
+    """Ray Tune sampling objects for a space (keys keep their dots)."""
+    from ray import tune
+
+    out = {}
+    for key, dist in space.items():
+        (kind, arg), = dist.items()
+        if kind == "choice":
+            out[key] = tune.choice([tuple(a) if isinstance(a, list) else a for a in arg])
+        elif kind == "uniform":
+            out[key] = tune.uniform(*arg)
+        elif kind == "loguniform":
+            out[key] = tune.loguniform(*arg)
+        elif kind == "randint":
+            out[key] = tune.randint(*arg)
+        elif kind == "grid":
+            out[key] = tune.grid_search([tuple(a) if isinstance(a, list) else a for a in arg])
+        elif kind == "fixed":
+            out[key] = arg
+        else:
+            raise ValueError(f"search space entry {key!r}: unknown distribution {kind!r}")
+    return out
+
+
+def to_optuna(space: dict[str, dict]) -> dict:
+    """The same space for Ray Tune's OptunaSearch (Tune's sampling API works there too)."""
+    return to_tune(space)
