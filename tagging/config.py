@@ -65,6 +65,8 @@ class ModelConfig:
     """Dropout before the output layer (0..1)."""
     max_length: int = 512
     """Texts are truncated to this many characters (truncations are counted)."""
+    batch_norm: bool = False
+    """BatchNorm1d after each convolution (before ReLU): much faster convergence on small data."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ class CharCNN(nn.Module):
         self.cfg = cfg
         self.embedding = nn.Embedding(vocab_size, cfg.embedding_dim, padding_idx=PAD_ID)
         self.convs = nn.ModuleList(nn.Conv1d(cfg.embedding_dim, cfg.num_filters, w) for w in cfg.filter_widths)
+        # Eval-mode BatchNorm is a per-channel affine map: position-wise, so padding invariance holds.
+        self.norms = nn.ModuleList((nn.BatchNorm1d(cfg.num_filters) if cfg.batch_norm else nn.Identity()) for _ in cfg.filter_widths)
         # SAME padding for width w: (w-1)//2 on the left, w//2 on the right (constants).
         self.pads = [((w - 1) // 2, w // 2) for w in cfg.filter_widths]
         features = cfg.num_filters * len(cfg.filter_widths)
@@ -38,8 +40,8 @@ class CharCNN(nn.Module):
         mask = (ids != PAD_ID).unsqueeze(1)  # [B, 1, L]
         x = self.embedding(ids).transpose(1, 2)  # [B, E, L]
         pooled = []
-        for conv, pad in zip(self.convs, self.pads):
-            z = F.relu(conv(F.pad(x, pad)))  # [B, F, L], >= 0
+        for conv, norm, pad in zip(self.convs, self.norms, self.pads):
+            z = F.relu(norm(conv(F.pad(x, pad))))  # [B, F, L], >= 0
             # ReLU outputs are >= 0, so zeroing padded positions never changes the max of a
             # non-empty text: the pool sees only the text's own positions.
             pooled.append((z * mask.to(z.dtype)).amax(dim=-1))
