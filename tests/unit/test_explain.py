@@ -1,0 +1,109 @@
+"""explain: n-grams are the real windows of the max-pooled filters, attributions add up, results are stable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tagging.explain import Explainer, explain, format_explanation
+from tagging.text import normalize
+
+pytestmark = pytest.mark.unit
+
+TEXTS = ["A PyTorch implementation of YOLO object detection with bounding boxes",
+         "Time series forecasting with ARIMA", "GAN"]
+
+
+@pytest.fixture(scope="module")
+def explainer(local_artifact):
+    return Explainer(local_artifact)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_ngrams_are_substrings_of_the_normalized_text(explainer, local_artifact, text):
+    every_tag = list(local_artifact.labels.labels)
+    items = explainer.explain(text, top_k=8, tags=every_tag)
+    assert {it["tag"] for it in items} == set(every_tag)
+    probs = [it["probability"] for it in items]
+    assert probs == sorted(probs, reverse=True)
+    clean = normalize(text)
+    for it in items:
+        assert it["text"] == clean
+        assert 0 < len(it["ngrams"]) <= 8 or it["logit"] - it["bias"] <= 0
+        for g in it["ngrams"]:
+            assert g["ngram"] == clean[g["start"]:g["end"]] and g["ngram"] in clean
+            assert 1 <= len(g["ngram"]) <= max(local_artifact.config.model.filter_widths)
+            assert g["contribution"] > 0 and g["filters"] >= 1
+        contributions = [g["contribution"] for g in it["ngrams"]]
+        assert contributions == sorted(contributions, reverse=True)
+
+
+def test_predicted_tags_only_by_default(explainer):
+    for it in explainer.explain(TEXTS[0]):
+        assert it["predicted"] and it["probability"] >= it["threshold"]
+
+
+def test_stable_across_runs_and_case(local_artifact):
+    a = explain(local_artifact, TEXTS[0], top_k=5)
+    b = explain(str(local_artifact.path), TEXTS[0], top_k=5)
+    c = explain(local_artifact, TEXTS[0].upper(), top_k=5)  # the artifact lowercases
+    assert a == b == c
+
+
+def test_windows_follow_same_padding(explainer):
+    """A filter's pooled value equals the unpadded convolution over exactly its n-gram's window."""
+    clean = explainer.normalize(TEXTS[0])
+    h, pos, _ = explainer.features(clean)
+    ids = torch.from_numpy(explainer.art.vocab.encode([clean], explainer.art.max_length)[0])
+    m, nf = explainer.model, explainer.num_filters
+    with torch.no_grad():
+        x = m.embedding(ids).transpose(1, 2)
+        valid = [F.relu(conv(x))[0].numpy() for conv in m.convs]  # no padding: output j reads text[j:j+w]
+    checked = 0
+    for i in np.flatnonzero(h > 0):
+        k, f = divmod(int(i), nf)
+        w = explainer.widths[k]
+        start, end = explainer.span(int(i), int(pos[i]), len(clean))
+        if end - start == w:  # window entirely inside the text
+            assert valid[k][f, start] == pytest.approx(h[i], abs=1e-5)
+            checked += 1
+    assert checked > 0.8 * (h > 0).sum()
+
+
+def test_attribution_is_an_exact_decomposition(explainer):
+    clean = explainer.normalize(TEXTS[1])
+    h, _, logits = explainer.features(clean)
+    w_eff, b_eff = explainer.linearize(h)
+    np.testing.assert_allclose((w_eff * h).sum(1) + b_eff, logits, atol=1e-4)
+    (item,) = explainer.explain(TEXTS[1], top_k=10_000, tags=[explainer.art.labels.labels[0]])
+    positive = sum(g["contribution"] for g in item["ngrams"])
+    assert positive >= item["logit"] - item["bias"] - 1e-3  # only non-positive spans were left out
+
+
+def test_bad_input(explainer):
+    with pytest.raises(ValueError, match="empty"):
+        explainer.explain("   ")
+    with pytest.raises(ValueError, match="not in the model's label space"):
+        explainer.explain("text", tags=["no-such-tag"])
+
+
+def test_cli_smoke(local_artifact):
+    from typer.testing import CliRunner
+
+    from tagging.cli import app
+
+    runner = CliRunner()
+    tag = local_artifact.labels.labels[0]
+    res = runner.invoke(app, ["explain", "--model", str(local_artifact.path), "--text", TEXTS[0], "--tag", tag, "--json"])
+    assert res.exit_code == 0, res.output
+    (item,) = json.loads(res.stdout)["tags"]
+    assert item["tag"] == tag
+    res = runner.invoke(app, ["explain", "--model", str(local_artifact.path), "--text", TEXTS[0], "--top-k", "2"])
+    assert res.exit_code == 0 and res.stdout.startswith("text: ")
+    assert format_explanation("x", []).endswith("(no tag predicted)")
+    bad = runner.invoke(app, ["explain", "--model", str(local_artifact.path), "--text", "x", "--tag", "nope"])
+    assert bad.exit_code == 1 and bad.stderr.startswith("error:")
