@@ -54,13 +54,19 @@ class Explainer:
         with torch.no_grad():
             x = m.embedding(ids).transpose(1, 2)  # [1, E, L]
             acts, where = [], []
-            for conv, pad in zip(m.convs, m.pads):
-                z = F.relu(conv(F.pad(x, pad)))[0].numpy()  # [F, L]; one unpadded text: all positions valid
+            for conv, norm, pad in zip(m.convs, self.norms(), m.pads):
+                z = F.relu(norm(conv(F.pad(x, pad))))[0].numpy()  # [F, L]; one unpadded text: all positions valid
                 pos = z.argmax(axis=1)  # first maximum
                 acts.append(z[np.arange(len(pos)), pos])
                 where.append(pos)
             logits = m(ids)[0].double().numpy()
         return np.concatenate(acts).astype(np.float64), np.concatenate(where), logits
+
+    def norms(self) -> list:
+        """The per-width modules between convolution and ReLU (BatchNorm in eval mode, or identity)."""
+        import torch.nn as nn
+
+        return list(getattr(self.model, "norms", [nn.Identity()] * len(self.widths)))
 
     def linearize(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(W_eff float [labels, D], b_eff float [labels]) of fc2(relu(fc1(h))) at this h."""

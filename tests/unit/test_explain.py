@@ -62,7 +62,8 @@ def test_windows_follow_same_padding(explainer):
     m, nf = explainer.model, explainer.num_filters
     with torch.no_grad():
         x = m.embedding(ids).transpose(1, 2)
-        valid = [F.relu(conv(x))[0].numpy() for conv in m.convs]  # no padding: output j reads text[j:j+w]
+        # no padding: output j reads text[j:j+w]
+        valid = [F.relu(norm(conv(x)))[0].numpy() for conv, norm in zip(m.convs, explainer.norms())]
     checked = 0
     for i in np.flatnonzero(h > 0):
         k, f = divmod(int(i), nf)
@@ -107,3 +108,22 @@ def test_cli_smoke(local_artifact):
     assert format_explanation("x", []).endswith("(no tag predicted)")
     bad = runner.invoke(app, ["explain", "--model", str(local_artifact.path), "--text", "x", "--tag", "nope"])
     assert bad.exit_code == 1 and bad.stderr.startswith("error:")
+
+
+def test_batch_norm_models_are_explained(local_artifact):
+    """With BatchNorm after the convolutions, the explained forward pass still matches the model's."""
+    import dataclasses
+
+    from tagging.model import CharCNN
+
+    e = Explainer(local_artifact)
+    cfg = dataclasses.replace(local_artifact.config.model, batch_norm=True)
+    model = CharCNN(local_artifact.vocab.size, len(local_artifact.labels), cfg)
+    model.load_state_dict(e.model.state_dict(), strict=False)
+    torch.manual_seed(0)
+    for norm in model.norms:
+        norm.running_mean.normal_(0, 0.1)
+        norm.running_var.uniform_(0.5, 2.0)
+    e.model = model.eval()
+    items = e.explain(TEXTS[0], tags=list(local_artifact.labels.labels)[:2])  # raises if the passes differ
+    assert len(items) == 2 and all(g["ngram"] in items[0]["text"] for g in items[0]["ngrams"])
