@@ -1,0 +1,54 @@
+"""Behavioral tests on a trained artifact: minimum functionality, invariance, directional.
+
+Run: ``pytest -m model --model DIR``. Without ``--model`` every test here is skipped. The cases
+are data (tagging.report.BEHAVIOR_CASES), shared with the report's behavioral summary; a case
+whose tag the artifact does not have is skipped.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tagging.report import BEHAVIOR_CASES, check_case
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def predictor(request):
+    path = request.config.getoption("--model")
+    if not path:
+        pytest.skip("behavioral tests need an artifact: pytest -m model --model DIR")
+    from tagging.artifact import load_artifact
+    from tagging.report import Predictor
+
+    return Predictor(load_artifact(path))
+
+
+def _cases(kind):
+    return pytest.mark.parametrize("case", [c for c in BEHAVIOR_CASES if c.kind == kind], ids=lambda c: c.name)
+
+
+def _check(predictor, case):
+    result = check_case(predictor, case)
+    if result["status"] == "skip":
+        pytest.skip(result["detail"])
+    assert result["status"] == "pass", f"{case.kind} {case.name}: {result['detail']} for {case.text!r}"
+
+
+@_cases("mft")
+def test_minimum_functionality(predictor, case):
+    """An obvious text gets its tag."""
+    _check(predictor, case)
+
+
+@_cases("invariance")
+def test_invariance(predictor, case):
+    """Case changes and a small typo in a non-keyword word leave the predicted tags unchanged."""
+    _check(predictor, case)
+
+
+@_cases("directional")
+def test_directional(predictor, case):
+    """Adding the framework's name raises that framework tag's probability."""
+    _check(predictor, case)
