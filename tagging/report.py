@@ -20,7 +20,6 @@ import base64
 import html
 import io
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,14 +160,27 @@ class EvalRows:
     info: dict
 
 
-def load_test_rows(art: Artifact, data: Sequence[str]) -> EvalRows:
-    """The artifact's test ids (splits.json) from ``data``, labeled in the artifact's label space."""
+def tags_file_of(art: Artifact, tags_file: str | Path | None = None) -> str | None:
+    """``tags_file`` if given, else the training run's tags file when it exists on this machine."""
+    if tags_file:
+        if not Path(tags_file).is_file():
+            raise FileNotFoundError(f"{tags_file}: no such tags file")
+        return str(tags_file)
+    own = art.config.data.tags_file
+    return own if own and Path(own).is_file() else None
+
+
+def load_test_rows(art: Artifact, data: Sequence[str], tags_file: str | None = None) -> EvalRows:
+    """The artifact's test ids (splits.json) from ``data``, labeled in the artifact's label space.
+
+    Tags are mapped through ``tags_file`` (aliases, parents) as in training; without it, rows
+    whose tags are aliases would be labeled differently, which ``data_hash_matches_artifact`` shows.
+    """
     from tagging.baselines import read_tag_index
     from tagging.dataset import prepare
     from tagging.local import read_rows_local
 
     cfg = art.config
-    tags_file = cfg.data.tags_file if cfg.data.tags_file and Path(cfg.data.tags_file).is_file() else None
     rows, rejects = read_rows_local(data, cfg)
     p = prepare(rows, rejects, cfg.data, cfg.seed, read_tag_index(tags_file), list(art.labels.labels))
     splits = art.read_json("splits.json")
@@ -176,7 +188,8 @@ def load_test_rows(art: Artifact, data: Sequence[str]) -> EvalRows:
     test = p.rows[p.rows["id"].astype(str).isin(want)]
     if len(test) == 0:
         raise ValueError("none of the artifact's test ids (splits.json) is in --data (different data?)")
-    info = {"source": "data", "inputs": list(data), "test_ids_in_artifact": len(want), "test_ids_found": int(len(test)),
+    info = {"source": "data", "inputs": list(data), "tags_file": tags_file,
+            "test_ids_in_artifact": len(want), "test_ids_found": int(len(test)),
             "data_hash_matches_artifact": p.data_hash == art.manifest.get("data_hash")}
     return EvalRows(test["id"].astype(str).tolist(), test["text"].tolist(), np.stack(test["y"].to_numpy()), info)
 
@@ -327,9 +340,14 @@ def plot_training(history: list[dict], best_epoch: int | None) -> str | None:
 
 
 def build_report(model_dir: str | Path, out_dir: str | Path, data: Sequence[str] | None = None,
-                 baselines_dir: str | Path | None = None, behavior: bool = True, log: Callable | None = None) -> dict:
-    """Write ``out_dir/report.html`` and ``out_dir/metrics.json``; returns the metrics dict."""
+                 baselines_dir: str | Path | None = None, behavior: bool = True, tags_file: str | Path | None = None,
+                 log: Callable | None = None) -> dict:
+    """Write ``out_dir/report.html`` and ``out_dir/metrics.json``; returns the metrics dict.
+
+    ``tags_file`` (aliases/parents) defaults to the training run's, when it exists here.
+    """
     art = load_artifact(model_dir)
+    tags_file = tags_file_of(art, tags_file)
     labels = list(art.labels.labels)
     predictor = Predictor(art)
     manifest_metrics = art.manifest["metrics"]
@@ -339,19 +357,16 @@ def build_report(model_dir: str | Path, out_dir: str | Path, data: Sequence[str]
     plots: dict[str, str | None] = {}
     errors: dict = {}
     if data:
-        rows = load_test_rows(art, data)
-        t0 = time.perf_counter()
+        from tagging.baselines import TagMatcher, read_tag_index, throughput
+
+        rows = load_test_rows(art, data, tags_file)
         probs = predictor.probs(rows.texts, normalized=True)
-        secs = time.perf_counter() - t0
         pred = apply_thresholds(probs, art.thresholds)
         metrics = evaluate(rows.y, pred, labels)
         report.update(metrics)
         report["evaluated_on"] = {**rows.info, "split": "test", "num_samples": len(rows.ids)}
-        report["throughput_docs_per_s"] = len(rows.texts) / max(secs, 1e-9)
-        from tagging.baselines import TagMatcher, read_tag_index
-
-        tags_file = art.config.data.tags_file
-        matcher = TagMatcher(read_tag_index(tags_file if tags_file and Path(tags_file).is_file() else None), labels)
+        report["throughput_docs_per_s"] = throughput(lambda t: predictor.probs(t, normalized=True), rows.texts)
+        matcher = TagMatcher(read_tag_index(tags_file), labels)
         masks = {f"short_text (<{SHORT_TEXT_CHARS} chars)": short_text_mask(rows.texts),
                  "no_alias_of_true_tag_in_text": no_alias_mask(rows.texts, rows.y, labels, matcher)}
         masks["all"] = np.ones(len(rows.texts), dtype=bool)

@@ -75,13 +75,14 @@ def report(
     data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Labeled data the model was trained on: its test ids (splits.json) are scored. Repeatable.")] = None,
     baselines: Annotated[Optional[Path], typer.Option(help="Output directory of `tagging baselines`, shown next to the model.")] = None,
     behavior: Annotated[bool, typer.Option("--behavior/--no-behavior", help="Run the behavioral checks and summarize them.")] = True,
+    tags: Annotated[Optional[Path], typer.Option(help="Tags file (aliases, parents).", show_default="the training run's, if present")] = None,
 ) -> None:
     """Self-contained HTML evaluation report (metrics, baselines, curves, errors, slices, behavioral checks)."""
 
     def body():
         from tagging.report import build_report
 
-        r = build_report(model, out, data=data, baselines_dir=baselines, behavior=behavior, log=_log)
+        r = build_report(model, out, data=data, baselines_dir=baselines, behavior=behavior, tags_file=tags, log=_log)
         summary = {"report": str(out / "report.html"), "metrics": str(out / "metrics.json"), "f1": round(r["overall"]["f1"], 4)}
         if "behavioral" in r:
             summary["behavioral"] = {k: r["behavioral"][k] for k in ("passed", "failed", "skipped")}
