@@ -63,8 +63,9 @@ class ScoreOptions:
     """Redo a date that already finished, or that was started with another model or inputs."""
     address: str | None = None
     """Ray address; default RAY_ADDRESS (inside a job), else a local Ray."""
-    object_store_budget_mb: int = 1024
-    """Cap on the object store memory this run's Ray Data execution may hold."""
+    object_store_budget_mb: int | None = None
+    """Object store memory this run's Ray Data execution may hold (read-ahead): it bounds the
+    run's memory whatever the input size. Default 32 MiB per actor, at least 64 MiB."""
     max_rounds: int = 3
     """Units whose fragments did not add up (a retried task) are rescored, this many rounds at most."""
     fault: FaultPlan = field(default_factory=FaultPlan)
@@ -255,6 +256,9 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
     ds = ray.data.from_items([unit_to_item(u) for u in units], override_num_blocks=max(1, len(units)))
     ds = ds.map_batches(read_units, fn_kwargs={"cfg": art.config.data, "fault": opts.fault}, batch_size=1,
                         batch_format="pyarrow", num_cpus=opts.read_cpus)
+    budget_mb = opts.object_store_budget_mb or max(64, 32 * actors)
+    limits = ds.context.execution_options.resource_limits  # this dataset's copy of the DataContext
+    ds.context.execution_options.resource_limits = limits.copy(object_store_memory=budget_mb * 2**20)
     with warnings.catch_warnings():
         # ray_remote_args_fn is deprecated (removal planned for Ray 2.64) but is 2.60's only way to
         # cap actor task retries without the (also deprecated) **ray_remote_args.
@@ -274,15 +278,12 @@ def _actor_retries() -> dict:
     return {"max_task_retries": 3}
 
 
-def _init(opts: ScoreOptions) -> None:
-    import ray
-
+def _init(opts: ScoreOptions) -> tuple[int, float, float]:
+    """Connect to (or start) Ray; returns the actor sizing for this cluster."""
     from tagging.dist.runtime import init_ray
 
     init_ray(opts.address, include_dashboard=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
-        object_store_memory=opts.object_store_budget_mb * 1024 * 1024)
+    return _resources(opts)
 
 
 def _ray_failure(exc: BaseException) -> ScoreError:
@@ -336,8 +337,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         attempts: set[str] = set()
         t_ray = time.time()
         if pending:
-            _init(opts)
-            sizing = _resources(opts)
+            sizing = _init(opts)
             log(f"{sizing[0]} actors x {sizing[1]} CPU ({opts.threads} ONNX Runtime threads)"
                 + (f" x {sizing[2]} GPU" if sizing[2] else "") + f", {opts.precision}, batch {opts.batch_size}")
             t_ray = time.time()

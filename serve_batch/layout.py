@@ -72,10 +72,10 @@ def check_date(date: str) -> str:
 class OutputLayout:
     """Paths and atomic operations for ``OUTPUT/date=D`` on any pyarrow filesystem."""
 
-    def __init__(self, output: str, date: str) -> None:
+    def __init__(self, output: str, date: str, filesystem: pafs.FileSystem | None = None) -> None:
         self.uri = output
         self.date = check_date(date)
-        self.fs, base = resolve_filesystem(output)
+        self.fs, base = (filesystem, output) if filesystem is not None else resolve_filesystem(output)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.dir = f"{base.rstrip('/')}/date={self.date}"
 

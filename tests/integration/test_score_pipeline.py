@@ -161,8 +161,8 @@ def test_int8_with_top_k_and_the_stored_gate(artifact, ray_local, tmp_path):
     assert info["accepted"] and info["fp32_f1"] - info["f1"] <= info["max_drop"] == 0.01
     assert {"file", "f1", "fp32_f1", "max_drop", "accepted", "calibration_rows", "validation_rows"} <= set(info)
     write_corpus(generate_corpus(300, seed=6), str(tmp_path / "in.parquet"))
-    summary = run_score(_opts(artifact, [tmp_path / "in.parquet"], tmp_path / "out", precision="int8", top_k=3),
-                        log=lambda m: None)
+    summary = run_score(_opts(artifact, [f"file://{tmp_path}/in.parquet"], f"file://{tmp_path}/out", precision="int8",
+                              top_k=3), log=lambda m: None)  # pyarrow filesystem URIs
     assert summary["model"]["precision"] == "int8" and summary["rows_scored"] == 300
     scored, _ = cs.read_output(tmp_path / "out" / f"date={cs.DATE}")
     scores = scored.column("scores").to_pylist()
