@@ -133,7 +133,7 @@ def format_explanation(text: str, items: list[dict]) -> str:
     """Human-readable lines for the CLI."""
     lines = [f"text: {items[0]['text'] if items else text!r}"]
     if not items:
-        lines.append("  (no tag predicted)")
+        lines.append("  (no tag predicted; --tag TAG explains any tag)")
     for it in items:
         mark = ">=" if it["predicted"] else "<"
         lines.append(f"{it['tag']}: p={it['probability']:.3f} {mark} threshold {it['threshold']:.2f}; "

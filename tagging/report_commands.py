@@ -35,7 +35,7 @@ def baselines(
     labels: Annotated[Optional[Path], typer.Option(help="Fixed label space: one tag a line (as for `tagging train`).")] = None,
     tags: Annotated[Optional[Path], typer.Option(help="Tags file (JSON array of {tag, aliases, parents}): alias mapping and the rules.")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Reuse this artifact's labels and split membership (splits.json).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Config file of the CNN run (its data settings and seed define the split).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Config file of the CNN run (its data settings and seed define the split); not used with --model.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Split seed (as `tagging train --seed`); also seeds the random baselines.")] = None,
     min_tag_freq: Annotated[Optional[int], typer.Option(help="Without --labels: keep tags in at least N rows.")] = None,
     logreg: Annotated[bool, typer.Option("--logreg/--no-logreg", help="Also TF-IDF + logistic regression (slower).")] = False,

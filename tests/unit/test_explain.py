@@ -105,7 +105,7 @@ def test_cli_smoke(local_artifact):
     assert item["tag"] == tag
     res = runner.invoke(app, ["explain", "--model", str(local_artifact.path), "--text", TEXTS[0], "--top-k", "2"])
     assert res.exit_code == 0 and res.stdout.startswith("text: ")
-    assert format_explanation("x", []).endswith("(no tag predicted)")
+    assert "(no tag predicted" in format_explanation("x", [])
     bad = runner.invoke(app, ["explain", "--model", str(local_artifact.path), "--text", "x", "--tag", "nope"])
     assert bad.exit_code == 1 and bad.stderr.startswith("error:")
 
