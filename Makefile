@@ -33,4 +33,5 @@ test-e2e: setup
 	$(PY) -m pytest -q -m e2e tests
 
 clean:
+	rm -rf demo
 	rm -rf runs out artifacts data/demo .pytest_cache
