@@ -18,7 +18,8 @@ STATE_FILE = "state.pt"
 
 
 def _fault_injection(epoch: int, rank: int) -> None:
-    """Test hook: TAGGING_FAULT_KILL=<epoch>:<rank>:<marker file> SIGKILLs that worker once."""
+    """Test hook: TAGGING_FAULT_KILL=<epoch>:<rank>:<marker file> SIGKILLs that worker once,
+    after it trained that epoch and before the epoch's report (so that epoch's work is lost)."""
     spec = os.environ.get("TAGGING_FAULT_KILL")
     if not spec:
         return
@@ -112,13 +113,13 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, cfg.max_epochs):
-        _fault_injection(epoch, rank)
         t0 = time.perf_counter()
         batches = _shard_batches(train_shard, local_batch, cfg.bucket_batches, vocab, cfg.model.max_length, rng)
         join = model.join() if world > 1 and hasattr(model, "join") else _null()
         with join:
             loss, seen = train_epoch(model, batches, loss_fn, optimizer, device, scaler)
         train_s = time.perf_counter() - t0
+        _fault_injection(epoch, rank)  # a crash after an epoch's work, before its checkpoint
         ys, ps = [], []
         unwrap(model).eval()
         with torch.no_grad():
