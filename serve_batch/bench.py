@@ -117,7 +117,7 @@ def run_pipeline(model: str, inputs: Path, output: Path, precision: str, batch_s
     out = {"precision": precision, "rows": rows, "pipeline_s": summary["pipeline_s"],
            "docs_per_s": rows / summary["pipeline_s"], "wall_s": wall, "wall_docs_per_s": rows / wall,
            "peak_rss_mb": sampler.peak / 2**20, "peak_pss_mb": sampler.peak_pss / 2**20,
-           "peak_driver_rss_mb": sampler.peak_driver / 2**20}
+           "peak_driver_rss_mb": sampler.peak_driver / 2**20, "load_1m_after": round(os.getloadavg()[0], 2)}
     log(f"pipeline {precision} {rows} rows: {out['docs_per_s']:.0f} docs/s ({out['pipeline_s']:.1f}s; wall "
         f"{wall:.1f}s), peak RSS {out['peak_rss_mb']:.0f} MiB")
     return out
@@ -136,7 +136,8 @@ def ceiling(art, precision: str, texts: list[str], threads: int, batch_size: int
         probs[idx] = scorer.run_ids(ids)
     dt = time.perf_counter() - t0
     log(f"ceiling {precision} ({threads} threads): {len(texts) / dt:.0f} docs/s ({dt:.1f}s)")
-    return {"precision": precision, "threads": threads, "seconds": dt, "docs_per_s": len(texts) / dt}, probs
+    return {"precision": precision, "threads": threads, "seconds": dt, "docs_per_s": len(texts) / dt,
+            "load_1m_after": round(os.getloadavg()[0], 2)}, probs
 
 
 def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int = 20_000, batch_size: int = 256,
@@ -214,19 +215,21 @@ def format_table(r: dict) -> str:
     lines = [f"bench-score: {r['rows']} rows, {r['cpus']} CPUs, {r['actors']} actors x {r['cpus_per_actor']} CPU, "
              f"ceiling {r['ceiling_threads']} threads, batch {r['batch_size']}; load avg before {r['load_avg_before']} "
              f"after {r['load_avg_after']}",
-             f"{'':28}{'docs/s':>10}{'x ceiling':>11}{'peak RSS MiB':>14}{'F1':>8}"]
+             f"{'':28}{'docs/s':>10}{'x ceiling':>11}{'peak RSS MiB':>14}{'PSS MiB':>9}{'F1':>8}{'load':>6}"]
     for p in ("fp32", "int8"):
         if p not in r["ceiling"]:
             continue
         c, q = r["ceiling"][p], r["pipeline"][p]
         f1 = r["f1_fp32"] if p == "fp32" else r["f1_int8"]
-        lines.append(f"{'ceiling ' + p:28}{c['docs_per_s']:>10.0f}{'':>11}{'':>14}{f1:>8.4f}")
+        lines.append(f"{'ceiling ' + p:28}{c['docs_per_s']:>10.0f}{'':>11}{'':>14}{'':>9}{f1:>8.4f}"
+                     f"{c['load_1m_after']:>6.1f}")
         lines.append(f"{'pipeline ' + p + ' (N)':28}{q['docs_per_s']:>10.0f}{q['docs_per_s'] / c['docs_per_s']:>11.2f}"
-                     f"{q['peak_rss_mb']:>14.0f}")
+                     f"{q['peak_rss_mb']:>14.0f}{q['peak_pss_mb']:>9.0f}{'':>8}{q['load_1m_after']:>6.1f}")
     b = r["pipeline_scaled"]
     lines.append(f"{'pipeline ' + r['rss_precision'] + ' (' + str(r['scale']) + 'N)':28}{b['docs_per_s']:>10.0f}{'':>11}"
-                 f"{b['peak_rss_mb']:>14.0f}")
-    lines.append(f"pipeline/ceiling {r['pipeline_over_ceiling']:.2f}; RSS {r['scale']}N/N {r['rss_10x_over_1x']:.2f}"
+                 f"{b['peak_rss_mb']:>14.0f}{b['peak_pss_mb']:>9.0f}{'':>8}{b['load_1m_after']:>6.1f}")
+    lines.append(f"pipeline/ceiling {r['pipeline_over_ceiling']:.2f}; RSS {r['scale']}N/N {r['rss_10x_over_1x']:.2f} "
+                 f"(PSS {r['pss_10x_over_1x']:.2f})"
                  + (f"; int8/fp32 pipeline {r['int8_over_fp32']:.2f} (ceiling {r['int8_ceiling_over_fp32_ceiling']:.2f}),"
                     f" int8 F1 delta {r['int8_f1_delta']:+.4f}" if r.get("int8_over_fp32") else ""))
     return "\n".join(lines)
