@@ -102,8 +102,11 @@ def run_tune(
     outdir.mkdir(parents=True, exist_ok=True)
     storage = str(outdir / "ray")
     experiment = f"tune-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    from tagging.dist.training import check_inputs
+
+    units = check_inputs(base, data)
     init_ray(address)
-    prepared = prepare_with_ray(base, data, log)
+    prepared = prepare_with_ray(base, data, log, units)
     space = load_space(space_path)
     fixed = {"workers": workers_per_trial, "cpus_per_worker": cpus_per_worker, "max_epochs": max_epochs,
              "threads_per_worker": max(1, int(cpus_per_worker)), "max_failures": 0}

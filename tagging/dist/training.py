@@ -39,11 +39,18 @@ def load_inputs(cfg: TrainConfig) -> tuple[TagIndex | None, list[str] | None]:
     return tag_index, fixed
 
 
-def prepare_with_ray(cfg: TrainConfig, data: Sequence[str], log: Callable[[str], None] = print) -> Prepared:
-    from tagging.dist.data import collect_training_rows
-
+def check_inputs(cfg: TrainConfig, data: Sequence[str]) -> list:
+    """Fail before any work (no Ray started) on a missing file, column, labels or tags file."""
     units = plan_units(data)
     check_columns(units, cfg.data, need_tags=True)
+    load_inputs(cfg)
+    return units
+
+
+def prepare_with_ray(cfg: TrainConfig, data: Sequence[str], log: Callable[[str], None] = print, units: list | None = None) -> Prepared:
+    from tagging.dist.data import collect_training_rows
+
+    units = units if units is not None else check_inputs(cfg, data)
     tag_index, fixed = load_inputs(cfg)
     rows, rejects = collect_training_rows(units, cfg.data)
     prepared = prepare(rows, rejects, cfg.data, cfg.seed, tag_index, fixed)
@@ -95,8 +102,9 @@ def run_training(
         raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
     run_name = run_name or new_run_name()
     storage = os.path.abspath(storage) if "://" not in storage else storage
+    units = check_inputs(cfg, data)
     init_ray(address)
-    prepared = prepare_with_ray(cfg, data, log)
+    prepared = prepare_with_ray(cfg, data, log, units)
     vocab, loop_cfg, datasets, truncated = training_inputs(cfg, prepared)
     log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
     trainer = build_trainer(cfg, loop_cfg, datasets, run_name, storage)

