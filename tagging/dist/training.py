@@ -20,7 +20,7 @@ from tagging.labels import TagIndex, read_labels_file
 from tagging.metrics import evaluate
 from tagging.model import CharCNN, count_parameters
 from tagging.readers import check_columns, plan_units
-from tagging.thresholds import apply_thresholds, fit_thresholds
+from tagging.thresholds import apply_thresholds, fit_thresholds, select_policy
 from tagging.train_loop import predict_texts
 from tagging.vocab import CharVocab
 
@@ -128,7 +128,7 @@ def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, st
     """Best weights from a checkpoint state -> thresholds on val -> test metrics -> artifact (ONNX checked).
 
     ``threshold_policy`` ({"min_support", "shrink"}) comes from the tuning threshold stage; by
-    default the config's min_support with no shrinkage.
+    default it is chosen here by 5-fold cross-validation over the validation rows.
     """
     stop_state = state["early_stopping"]
     model = CharCNN(vocab.size, len(prepared.labels), cfg.model)
@@ -139,7 +139,9 @@ def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, st
     val_texts, test_texts = val_df["text"].tolist(), test_df["text"].tolist()
     y_val, y_test = np.stack(val_df["y"].to_numpy()), np.stack(test_df["y"].to_numpy())
     p_val = predict_texts(model, val_texts, vocab, cfg.model.max_length)
-    policy = threshold_policy or {"min_support": cfg.threshold_min_support, "shrink": 0.0, "source": "config"}
+    if threshold_policy is None:  # choose the policy by 5-fold CV on validation, as the tune stage does
+        threshold_policy = {**select_policy(y_val, p_val, seed=cfg.seed), "source": "train: 5-fold CV on validation"}
+    policy = threshold_policy
     thresholds, global_t = fit_thresholds(y_val, p_val, min_support=int(policy["min_support"]), shrink=float(policy["shrink"]))
     p_test = predict_texts(model, test_texts, vocab, cfg.model.max_length)
     metrics = evaluate(y_test, apply_thresholds(p_test, thresholds), prepared.labels.labels)

@@ -311,3 +311,18 @@ def test_core_imports_without_ray():
             "tagging.export, tagging.dataset, tagging.local, tagging.evaluation, tagging.synth, tagging.cli; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_threshold_policy_is_chosen_by_cross_validation():
+    from tagging.thresholds import POLICY_GRID, cv_policy_score, select_policy
+
+    rng = np.random.default_rng(1)
+    y = rng.random((120, 3)) < [0.4, 0.2, 0.05]
+    y[y.sum(1) == 0, 0] = True
+    probs = np.clip(y * 0.35 + rng.random((120, 3)) * 0.6, 0, 1)
+    policy = select_policy(y, probs, seed=0)
+    assert policy["min_support"] in POLICY_GRID["min_support"] and policy["shrink"] in POLICY_GRID["shrink"]
+    assert policy["cv_f1"] == pytest.approx(cv_policy_score(y, probs, policy["min_support"], policy["shrink"], 5, 0))
+    assert policy == select_policy(y, probs, seed=0)
+    others = [cv_policy_score(y, probs, m, s, 5, 0) for m in POLICY_GRID["min_support"] for s in POLICY_GRID["shrink"]]
+    assert policy["cv_f1"] >= max(others) - 1e-12
