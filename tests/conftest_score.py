@@ -17,9 +17,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL_MODEL = {
-    "model.num_filters": 32, "model.filter_widths": [1, 2, 3, 4], "model.embedding_dim": 16, "model.hidden_dim": 32,
-    "model.max_length": 128, "max_epochs": 2, "batch_size": 32,
+SMALL_MODEL = {  # trains in well under a minute; a 30% validation split keeps the int8 gate's F1 stable
+    "model.num_filters": 32, "model.filter_widths": [1, 2, 3, 4], "model.embedding_dim": 32, "model.hidden_dim": 32,
+    "model.max_length": 128, "max_epochs": 3, "batch_size": 32, "learning_rate": 0.003, "data.val_fraction": 0.3,
 }
 DATE = "2026-11-21"
 
@@ -37,7 +37,7 @@ def trained_artifact(base: Path) -> Path:
 
     base.mkdir(parents=True, exist_ok=True)
     data = base / "train.parquet"
-    write_corpus(generate_corpus(800, seed=0), str(data))
+    write_corpus(generate_corpus(1200, seed=0), str(data))
     art = train_local([str(data)], str(base / "model"), load_config(None, SMALL_MODEL), model_version="test-1")
     quantize_artifact(str(art.path), [str(data)], calibration_rows=128, log=lambda m: None)
     _cache["artifact"] = art.path
