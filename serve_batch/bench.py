@@ -55,6 +55,18 @@ def _pss(pid: int) -> int:
     return 0
 
 
+def _role(proc, driver_pid: int) -> str:
+    """Which part of the pipeline a process is, for the CPU account (Ray renames its workers)."""
+    if proc.pid == driver_pid:
+        return "driver"
+    title = " ".join(proc.cmdline())[:200]
+    if "ScoreStage" in title:
+        return "scoring actors"
+    if "read_units" in title or title.startswith("ray::IDLE") or "default_worker.py" in title:
+        return "read tasks / idle workers"
+    return "ray services"
+
+
 class _RssSampler:
     """Peaks of the summed RSS (and PSS) of a process and all its descendants.
 
@@ -68,6 +80,8 @@ class _RssSampler:
         self.proc = psutil.Process(pid)
         self.interval = interval
         self.peak = self.peak_pss = self.peak_driver = 0
+        self._cpu: dict[int, float] = {}  # pid -> CPU seconds seen so far
+        self.cpu_by_role: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -83,6 +97,11 @@ class _RssSampler:
                     try:
                         rss += p.memory_info().rss
                         pss += _pss(p.pid)
+                        t = p.cpu_times()
+                        cpu = t.user + t.system
+                        role = _role(p, self.proc.pid)
+                        self.cpu_by_role[role] = self.cpu_by_role.get(role, 0.0) + cpu - self._cpu.get(p.pid, 0.0)
+                        self._cpu[p.pid] = cpu
                     except psutil.Error:
                         pass
                 self.peak = max(self.peak, rss)
@@ -117,9 +136,10 @@ def run_pipeline(model: str, inputs: Path, output: Path, precision: str, batch_s
     out = {"precision": precision, "rows": rows, "pipeline_s": summary["pipeline_s"],
            "docs_per_s": rows / summary["pipeline_s"], "wall_s": wall, "wall_docs_per_s": rows / wall,
            "peak_rss_mb": sampler.peak / 2**20, "peak_pss_mb": sampler.peak_pss / 2**20,
-           "peak_driver_rss_mb": sampler.peak_driver / 2**20, "load_1m_after": round(os.getloadavg()[0], 2)}
+           "peak_driver_rss_mb": sampler.peak_driver / 2**20, "load_1m_after": round(os.getloadavg()[0], 2),
+           "cpu_s_by_role": {k: round(v, 1) for k, v in sorted(sampler.cpu_by_role.items())}}
     log(f"pipeline {precision} {rows} rows: {out['docs_per_s']:.0f} docs/s ({out['pipeline_s']:.1f}s; wall "
-        f"{wall:.1f}s), peak RSS {out['peak_rss_mb']:.0f} MiB")
+        f"{wall:.1f}s), peak RSS {out['peak_rss_mb']:.0f} MiB, CPU s {out['cpu_s_by_role']}")
     return out
 
 
@@ -131,12 +151,12 @@ def ceiling(art, precision: str, texts: list[str], threads: int, batch_size: int
     batches = scorer.encode_batches(texts)
     probs = np.empty((len(texts), len(scorer.labels)), dtype=np.float32)
     scorer.run_ids(batches[len(batches) // 2][1])  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for idx, ids in batches:
         probs[idx] = scorer.run_ids(ids)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     log(f"ceiling {precision} ({threads} threads): {len(texts) / dt:.0f} docs/s ({dt:.1f}s)")
-    return {"precision": precision, "threads": threads, "seconds": dt, "docs_per_s": len(texts) / dt,
+    return {"precision": precision, "threads": threads, "seconds": dt, "docs_per_s": len(texts) / dt, "cpu_s": round(cpu, 1),
             "load_1m_after": round(os.getloadavg()[0], 2)}, probs
 
 
