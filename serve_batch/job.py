@@ -152,6 +152,7 @@ class Committer:
         self.progress = {u.name: _Progress() for u in units}
         self.committed: dict[str, dict] = {}
         self.rows = 0
+        self.commit_times: list[tuple[float, int]] = []  # (time, rows committed so far), for the timing report
 
     def add(self, receipts: pa.Table) -> None:
         for rec in receipts.to_pylist():
@@ -214,6 +215,7 @@ class Committer:
         lay.commit_unit(unit, moves, marker, before_marker=lambda: maybe_fault(self.fault, "commit"))
         self.committed[unit] = marker
         self.rows += rows
+        self.commit_times.append((time.time(), self.rows))
         done = len(self.committed)
         if done == len(self.units) or done % max(1, len(self.units) // 10) == 0:
             self.log(f"committed {done}/{len(self.units)} units of this round ({self.rows} rows scored)")
@@ -334,6 +336,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         log(f"{len(units)} units; {len(committed)} already committed, {len(pending)} to score"
             + (f"; deleted {stale} uncommitted files of an earlier run" if stale else ""))
         rows_this_run = 0
+        commit_times: list[tuple[float, int]] = []
         attempts: set[str] = set()
         t_ray = time.time()
         if pending:
@@ -356,6 +359,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
                         raise
                     raise _ray_failure(exc) from exc
                 committed.update(committer.committed)
+                commit_times += [(t, rows_this_run + r) for t, r in committer.commit_times]
                 rows_this_run += committer.rows
                 layout.delete(staging)
                 pending = committer.unfinished()
@@ -383,6 +387,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
             "finished_at": dt.datetime.fromtimestamp(finished, dt.timezone.utc).isoformat(timespec="seconds"),
             "elapsed_s": round(finished - started, 3),
             "pipeline_s": round(scoring_s, 3) if rows_this_run else None,
+            "timing": _timing(started, t_ray, commit_times, finished),
             "throughput_docs_per_s": round(rows_this_run / scoring_s, 1) if rows_this_run and scoring_s > 0 else None,
             "options": {k: v for k, v in asdict(opts).items() if k not in ("fault", "model", "inputs", "output", "date")},
         })
@@ -393,6 +398,18 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         log(f"done: {summary['rows_scored']} scored + {summary['rows_rejected']} rejected = {summary['rows_read']} read "
             f"-> {layout.dir}")
         return summary
+
+
+def _timing(started: float, t_ray: float, commits: list[tuple[float, int]], finished: float) -> dict:
+    """Where the time went: start-up (plan + Ray), first commit, steady state between commits, finish."""
+    out = {"ray_start_s": round(t_ray - started, 3), "finish_s": None, "first_commit_s": None,
+           "steady_docs_per_s": None}
+    if commits:
+        out["first_commit_s"] = round(commits[0][0] - t_ray, 3)
+        out["finish_s"] = round(finished - commits[-1][0], 3)
+        if len(commits) > 1 and commits[-1][0] > commits[0][0]:
+            out["steady_docs_per_s"] = round((commits[-1][1] - commits[0][1]) / (commits[-1][0] - commits[0][0]), 1)
+    return out
 
 
 def build_summary(layout: OutputLayout, units: Sequence[ReadUnit], committed: dict[str, dict], art,
