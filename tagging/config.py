@@ -101,6 +101,9 @@ class TrainConfig:
     """torch intra-op threads per worker process."""
     bucket_batches: int = 16
     """Length bucketing: sort this many batches' worth of rows by length, then cut batches."""
+    cache_shards: bool = True
+    """Keep each worker's shard in memory after the first epoch instead of re-streaming it
+    from Ray Data every epoch; turn off when a shard does not fit in a worker's memory."""
     threshold_min_support: int = 5
     """Classes with fewer validation positives use the global threshold."""
     max_failures: int = 2

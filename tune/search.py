@@ -38,7 +38,9 @@ def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str)
     cfg = from_dict(merge(base, {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}))
     _, loop_cfg, datasets, _ = training_inputs(cfg, prepared)
     trial_id = tune.get_context().get_trial_id()
-    trainer = build_trainer(cfg, loop_cfg, datasets, f"{experiment}-{trial_id}", storage, callbacks=[TuneReportCallback()])
+    name = f"{experiment}-{trial_id}"
+    trainer = build_trainer(cfg, {**loop_cfg, "run_dir": os.path.join(storage, name)}, datasets, name, storage,
+                            callbacks=[TuneReportCallback()])
     trainer.fit()
 
 

@@ -29,29 +29,64 @@ def _fault_injection(epoch: int, rank: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _shard_batches(shard, local_batch: int, bucket: int, vocab, max_length: int, rng):
-    """Length-bucketed training batches from a Ray Data shard iterator."""
+def _latest_persisted_state(run_dir: str | None) -> dict | None:
+    """The newest readable epoch checkpoint in the run's storage directory (local storage).
+
+    A worker that dies right after a report can leave a checkpoint on disk that the Train
+    controller has not registered yet; restarting from it avoids redoing that epoch.
+    """
+    import torch
+
+    if not run_dir or "://" in run_dir or not os.path.isdir(run_dir):
+        return None
+    for ckpt in sorted(Path(run_dir).glob("epoch-*"), reverse=True):
+        try:
+            return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        except Exception:  # a checkpoint cut off mid-write: try the one before
+            continue
+    return None
+
+
+class ShardCache:
+    """A worker's shard kept in memory after its first pass.
+
+    Ray Data re-executes a dataset's stream every epoch (split coordinator start-up, object
+    transfers); a char-CNN's shard of short texts is small, so after the first epoch it is
+    re-used from memory (``cache_shards`` in the config; off for shards that do not fit).
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.rows: dict[str, tuple] = {}
+
+    def chunks(self, name: str, shard, chunk_rows: int, rng):
+        """Column chunks (text, y, length) of ``chunk_rows`` rows; shuffled once cached."""
+        if name in self.rows:
+            texts, y, lengths = self.rows[name]
+            order = rng.permutation(len(texts)) if rng is not None else np.arange(len(texts))
+            for start in range(0, len(order), chunk_rows):
+                idx = order[start : start + chunk_rows]
+                yield {"text": texts[idx], "y": y[idx], "length": lengths[idx]}
+            return
+        kept = []
+        for chunk in shard.iter_batches(batch_size=chunk_rows, batch_format="numpy", prefetch_batches=1):
+            if self.enabled:
+                kept.append(chunk)
+            yield chunk
+        if self.enabled and kept:
+            self.rows[name] = tuple(np.concatenate([c[k] for c in kept]) for k in ("text", "y", "length"))
+
+
+def _batches(chunks, batch: int, vocab, max_length: int, rng):
+    """Length-bucketed batches from column chunks (rng: shuffle batch order, for training)."""
     import torch
 
     from tagging.batching import bucket_order
     from tagging.train_loop import Batch, encode_batch
 
-    for chunk in shard.iter_batches(batch_size=local_batch * bucket, batch_format="numpy", prefetch_batches=1):
+    for chunk in chunks:
         texts, y, lengths = chunk["text"], chunk["y"], chunk["length"]
-        for idx in bucket_order(np.asarray(lengths), local_batch, rng):
-            yield Batch(encode_batch([texts[i] for i in idx], vocab, max_length),
-                        torch.from_numpy(np.asarray(y[idx], dtype=np.float32)))
-
-
-def _eval_batches(shard, vocab, max_length: int, batch: int = 256):
-    import torch
-
-    from tagging.batching import bucket_order
-    from tagging.train_loop import Batch, encode_batch
-
-    for chunk in shard.iter_batches(batch_size=batch * 8, batch_format="numpy"):
-        texts, y, lengths = chunk["text"], chunk["y"], chunk["length"]
-        for idx in bucket_order(np.asarray(lengths), batch, None):
+        for idx in bucket_order(np.asarray(lengths), batch, rng):
             yield Batch(encode_batch([texts[i] for i in idx], vocab, max_length),
                         torch.from_numpy(np.asarray(y[idx], dtype=np.float32)))
 
@@ -94,10 +129,14 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     history: list[dict] = []
     start_epoch = 0
 
+    state = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+    else:
+        state = _latest_persisted_state(loop_cfg.get("run_dir"))
+    if state is not None:
         unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -110,11 +149,13 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         if state.get("stop"):
             start_epoch = cfg.max_epochs  # finished before the restart: nothing left to do
 
+    cache = ShardCache(cfg.cache_shards)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     for epoch in range(start_epoch, cfg.max_epochs):
         t0 = time.perf_counter()
-        batches = _shard_batches(train_shard, local_batch, cfg.bucket_batches, vocab, cfg.model.max_length, rng)
+        batches = _batches(cache.chunks("train", train_shard, local_batch * cfg.bucket_batches, rng), local_batch, vocab,
+                           cfg.model.max_length, rng)
         join = model.join() if world > 1 and hasattr(model, "join") else _null()
         with join:
             loss, seen = train_epoch(model, batches, loss_fn, optimizer, device, scaler)
@@ -123,7 +164,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         ys, ps = [], []
         unwrap(model).eval()
         with torch.no_grad():
-            for b in _eval_batches(val_shard, vocab, cfg.model.max_length):
+            for b in _batches(cache.chunks("val", val_shard, 2048, None), 256, vocab, cfg.model.max_length, None):
                 ps.append(torch.sigmoid(unwrap(model)(b.ids.to(device)).float()).cpu().numpy())
                 ys.append(b.y.numpy())
         y_val, p_val = np.concatenate(ys), np.concatenate(ps)

@@ -107,7 +107,7 @@ def run_training(
     prepared = prepare_with_ray(cfg, data, log, units)
     vocab, loop_cfg, datasets, truncated = training_inputs(cfg, prepared)
     log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
-    trainer = build_trainer(cfg, loop_cfg, datasets, run_name, storage)
+    trainer = build_trainer(cfg, {**loop_cfg, "run_dir": os.path.join(storage, run_name)}, datasets, run_name, storage)
     log(f"[tagging] run {run_name}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{run_name}")
     result = trainer.fit()
     if result.checkpoint is None:
