@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from tagging.metrics import weighted_f1
-
 GRID = np.round(np.arange(0.05, 0.951, 0.01), 4)
+
+
+def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """tagging.metrics.weighted_f1, imported on first use: scikit-learn takes ~1.6 s to import and
+    processes that only apply thresholds (batch-scoring actors) never need it."""
+    from tagging.metrics import weighted_f1 as f1
+
+    return f1(y_true, y_pred)
 
 
 def apply_thresholds(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
