@@ -32,6 +32,7 @@ from serve_batch.layout import COMMITS, REJECTS, RUN, STAGING, SUCCESS, SUMMARY,
 from tagging.readers import InputError, ReadUnit, check_columns, plan_units, resolve_filesystem
 
 RUN_SCHEMA = 1
+BLOCK_BYTES = 2 * 2**20  # read-stage output blocks: ~8k records of ~250 bytes; Ray Data slices bigger ones
 
 
 @dataclass(frozen=True)
@@ -256,11 +257,15 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
     actors, cpa, gpa = sizing
     actors = max(1, min(actors, len(units)))  # more actors than units would idle
     ds = ray.data.from_items([unit_to_item(u) for u in units], override_num_blocks=max(1, len(units)))
+    # Blocks of ~BLOCK_BYTES (about 10k records) whatever the unit size: a block is one actor task,
+    # so big units still spread over every actor and the last tasks of a run are short.
+    ds.context.target_max_block_size = BLOCK_BYTES
     ds = ds.map_batches(read_units, fn_kwargs={"cfg": art.config.data, "fault": opts.fault}, batch_size=1,
                         batch_format="pyarrow", num_cpus=opts.read_cpus)
     budget_mb = opts.object_store_budget_mb or max(64, 32 * actors)
-    limits = ds.context.execution_options.resource_limits  # this dataset's copy of the DataContext
-    ds.context.execution_options.resource_limits = limits.copy(object_store_memory=budget_mb * 2**20)
+    ctx = ds.context  # this dataset's own copy of the DataContext
+    ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+        object_store_memory=budget_mb * 2**20)
     with warnings.catch_warnings():
         # ray_remote_args_fn is deprecated (removal planned for Ray 2.64) but is 2.60's only way to
         # cap actor task retries without the (also deprecated) **ray_remote_args.
@@ -270,7 +275,9 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
             fn_constructor_kwargs={"model_dir": str(art.path), "precision": opts.precision, "threads": opts.threads,
                                    "batch_size": opts.batch_size, "top_k": opts.top_k, "staging_uri": staging_uri,
                                    "fault": opts.fault},
-            compute=ray.data.ActorPoolStrategy(size=actors), batch_size=None, batch_format="pyarrow",
+            # one task in flight per actor: a free actor takes the next block (no queue behind a busy one)
+            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+            batch_size=None, batch_format="pyarrow",
             zero_copy_batch=True, num_cpus=cpa, num_gpus=gpa or None, ray_remote_args_fn=_actor_retries)
 
 
