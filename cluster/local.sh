@@ -31,12 +31,18 @@
 # Ray -- share the host, so `up` picks free ones for each node and records them.
 # All other Ray ports are left for Ray to choose at random.
 #
-# Temp dir: Ray keeps one session dir per cluster (logs, sockets, runtime envs).
-# All nodes of this cluster share one temp dir (workers would inherit the head's
-# anyway); socket names get per-node suffixes (raylet, raylet.1, ...). It is NOT
-# /tmp/ray, so it does not touch the `session_latest` of any other Ray on the
-# host, and it is kept short (AF_UNIX socket paths are limited to 107 bytes):
-# default /tmp/tagray-<uid>-<gcs port>; override with TAGGING_CLUSTER_TMP.
+# Temp dir: Ray keeps a session dir per node (logs, sockets, runtime envs) under
+# the node's --temp-dir. The head uses the cluster's temp dir, worker node i
+# its own subdir <temp>/n<i>. They must NOT share one: each node's runtime-env
+# agent unpacks a job's working_dir into <session>/runtime_resources and, when
+# the package dir already exists, deletes and re-extracts it (Ray 2.60
+# working_dir overwrite=True), so with a shared dir a task starting on a worker
+# node wiped the directory that the job driver on the head was running in
+# (seen: jobs.train's ONNX export failed with FileNotFoundError from
+# os.getcwd()). It is NOT /tmp/ray, so it does not touch the `session_latest`
+# of any other Ray on the host, and it is kept short (AF_UNIX socket paths are
+# limited to 107 bytes): default /tmp/tagray-<uid>-<gcs port>; override with
+# TAGGING_CLUSTER_TMP.
 #
 # Auth (Ray >= 2.59 turns token auth on for local clusters, and a process whose
 # RAY_AUTH_MODE differs from the cluster's fails with AuthenticationError):
@@ -53,6 +59,15 @@
 # switches to token mode iff ~/.ray/auth_token happens to exist. (Checked:
 # without these variables `ray status` fails with AuthenticationError; with a
 # wrong RAY_AUTH_TOKEN `ray job list` is refused.)
+#
+# RAY_ADDRESS: every node is started with RAY_ADDRESS=<node ip>:<port> in its
+# environment, which all its workers inherit. Ray library code that runs inside
+# actors and calls the State API without an address (Train V2's
+# PlacementGroupCleaner, which frees the placement groups of stopped trials)
+# otherwise looks for "the" Ray on the host by scanning for gcs_server
+# processes, and fails ("Found multiple active Ray instances") as soon as any
+# other Ray runs on the host (seen in the e2e test). Job drivers get their own
+# RAY_ADDRESS from the job server anyway.
 #
 # One state dir = one cluster. For clusters side by side (e.g. parallel test
 # sessions) give each its own TAGGING_CLUSTER_DIR, --port and --dashboard-port.
@@ -252,10 +267,11 @@ alive_nodes() { # number of ALIVE nodes according to the GCS, or empty on error
 start_node() {
     local logf=$1 pid rc=0
     shift
+    # RAY_ADDRESS for the node's processes and their workers (see the header).
     if command -v setsid >/dev/null 2>&1; then
-        setsid "$RAY" start "$@" >"$logf" 2>&1 </dev/null &
+        RAY_ADDRESS=$NODE_IP:$GCS_PORT setsid "$RAY" start "$@" >"$logf" 2>&1 </dev/null &
     else
-        "$RAY" start "$@" >"$logf" 2>&1 </dev/null &
+        RAY_ADDRESS=$NODE_IP:$GCS_PORT "$RAY" start "$@" >"$logf" 2>&1 </dev/null &
     fi
     pid=$!
     SIDS="${SIDS:+$SIDS }$pid"
@@ -307,9 +323,11 @@ cmd_up() {
     NODE_IP=${TAGGING_CLUSTER_NODE_IP:-127.0.0.2}
     TEMP_DIR=${TAGGING_CLUSTER_TMP:-/tmp/tagray-$(id -u)-$port}
     TEMP_DIR=${TEMP_DIR%/}
-    # Ray's AF_UNIX sockets live at <temp>/session_<date>_<pid>/sockets/plasma_store.N,
-    # about 65 bytes below the temp dir, and socket paths are limited to 107 bytes.
-    ((${#TEMP_DIR} <= 40)) || die "up: temp dir path too long for Ray's sockets (max 40 chars): $TEMP_DIR"
+    # Ray's AF_UNIX sockets live at <node temp>/session_<date>_<pid>/sockets/plasma_store,
+    # about 65 bytes below the node's temp dir (a worker node's is <temp>/n<i>), and
+    # socket paths are limited to 107 bytes.
+    ((${#TEMP_DIR} + 1 + ${#workers} + 1 <= 40)) ||
+        die "up: temp dir path too long for Ray's sockets (max $((38 - ${#workers})) chars): $TEMP_DIR"
     if [[ -e $TEMP_DIR && ! -e $TEMP_DIR/$TMP_MARKER && -n $(ls -A "$TEMP_DIR" 2>/dev/null) ]]; then
         die "up: temp dir $TEMP_DIR exists, is not empty and was not made by $PROG; pick another (TAGGING_CLUSTER_TMP)"
     fi
@@ -343,11 +361,10 @@ EOF
     unset RAY_ADDRESS RAY_API_SERVER_ADDRESS
     local store_bytes=$((store_mb * 1024 * 1024))
     local common=(--node-ip-address="$NODE_IP" --num-cpus="$cpus" --num-gpus="$gpus"
-        --object-store-memory="$store_bytes" --temp-dir="$TEMP_DIR"
-        --disable-usage-stats)
+        --object-store-memory="$store_bytes" --disable-usage-stats)
 
     log "starting head on $NODE_IP:$GCS_PORT (dashboard $DASH_PORT, auth $AUTH_MODE, temp $TEMP_DIR)"
-    if ! start_node "$STATE_DIR/logs/head.log" --head --port="$GCS_PORT" "${common[@]}" \
+    if ! start_node "$STATE_DIR/logs/head.log" --head --port="$GCS_PORT" "${common[@]}" --temp-dir="$TEMP_DIR" \
         --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" \
         --ray-client-server-port="$CLIENT_PORT" \
         --dashboard-agent-listen-port="${ports[1]}"; then
@@ -360,7 +377,9 @@ EOF
     local i
     for ((i = 1; i <= workers; i++)); do
         log "starting worker node $i/$workers"
+        mkdir -p "$TEMP_DIR/n$i" # its own temp dir (see the header: runtime envs)
         if ! start_node "$STATE_DIR/logs/worker-$i.log" --address="$NODE_IP:$GCS_PORT" "${common[@]}" \
+            --temp-dir="$TEMP_DIR/n$i" \
             --dashboard-agent-listen-port="${ports[$((i + 1))]}"; then
             local reason
             reason=$(grep -m1 -iE 'error|failed|exception' "$STATE_DIR/logs/worker-$i.log" || tail -n1 "$STATE_DIR/logs/worker-$i.log")
@@ -378,7 +397,7 @@ EOF
     record_pids
     if [[ ${n:-0} -lt $want ]]; then
         (cmd_down --quiet) || true # subshell: keep our own one-line reason
-        die "up: only ${n:-0}/$want nodes alive after ${timeout}s (logs: $STATE_DIR/logs, $TEMP_DIR/session_latest/logs)"
+        die "up: only ${n:-0}/$want nodes alive after ${timeout}s (logs: $STATE_DIR/logs, $TEMP_DIR/session_latest/logs, $TEMP_DIR/n*/session_latest/logs)"
     fi
     log "cluster up: $want nodes alive; RAY_ADDRESS=$NODE_IP:$GCS_PORT  dashboard http://127.0.0.1:$DASH_PORT"
     log "use: eval \"\$($0 env)\""
