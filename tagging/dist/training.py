@@ -66,7 +66,9 @@ def _with_tensor(table: pd.DataFrame, y: np.ndarray):
     arrow = pa.table({"text": pa.array(table["text"].tolist(), pa.string()),
                       "length": pa.array(table["length"].to_numpy(), pa.int64()),
                       "y": ArrowTensorArray.from_numpy(y)})
-    return ray.data.from_arrow(arrow)
+    # from_blocks computes block metadata here; from_arrow runs a remote task for it that asks
+    # for a whole CPU, which a trial on a 1-CPU node (0.01 CPU held by the trial) never gets.
+    return ray.data.from_blocks([arrow])
 
 
 def training_inputs(cfg: TrainConfig, prepared: Prepared) -> tuple[CharVocab, dict, dict, dict]:

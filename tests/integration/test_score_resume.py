@@ -59,14 +59,19 @@ def _ray_pids(ray_tmp: Path, core_only: bool = False) -> list[int]:
     return pids
 
 
-def _wait_core_gone(ray_tmp: Path, timeout: float = 20) -> None:
-    """After the driver's SIGKILL its raylet and GCS die with it (Ray binds them to the parent's
-    death). Ray's dashboard / runtime-env agents linger up to ~90 s before they notice; the rerun
-    starts next to them without waiting, which is the point: leftovers must not block it."""
+def _let_core_settle(ray_tmp: Path, timeout: float = 10) -> list[int]:
+    """After the driver's SIGKILL its raylet and GCS normally die with it (Ray binds them to the
+    parent's death), and Ray's dashboard / runtime-env agents linger up to ~90 s. Whether the core
+    processes go too is Ray's business, not ours (on a loaded CI machine they have outlived the
+    driver): give them a moment, then rerun next to whatever is left -- leftovers must not block
+    or corrupt the rerun, which is what these tests check. The fixture kills them at the end."""
     t0 = time.time()
     while _ray_pids(ray_tmp, core_only=True) and time.time() - t0 < timeout:
         time.sleep(0.5)
-    assert not _ray_pids(ray_tmp, core_only=True), "raylet / GCS of the killed run still alive"
+    left = _ray_pids(ray_tmp, core_only=True)
+    if left:
+        print(f"rerunning next to {len(left)} core Ray process(es) of the killed run: {left}")
+    return left
 
 
 def _score_args(artifact, inputs, out) -> list[str]:
@@ -108,7 +113,7 @@ def test_killed_at_every_point_then_rerun_is_exact(artifact, tmp_path, ray_tmp):
             stray = {p.name.rsplit("-", 1)[0][len("part-"):] for p in date_dir.glob("part-*.parquet")} - set(markers)
             assert stray, "the killed commit should have left moved files without a marker"
         first_attempts.update(markers)
-        _wait_core_gone(ray_tmp)
+        _let_core_settle(ray_tmp)
     assert len(first_attempts) == 5
     res = cs.run_cli(args, env)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -148,7 +153,7 @@ def test_sigkill_of_the_nightly_job_midway_then_rerun(artifact, tmp_path, ray_tm
     proc.stdout.close()
     done_before = len(list((date_dir / "_commits").glob("*.json")))
     assert 3 <= done_before < 30 and not (date_dir / "_SUCCESS").exists()
-    _wait_core_gone(ray_tmp)
+    _let_core_settle(ray_tmp)
     res = cs.run_cli(args, {"RAY_TMPDIR": str(ray_tmp)}, module="jobs.score_nightly")
     assert res.returncode == 0, res.stderr[-2000:]
     summary = _check_exact(artifact, inputs, date_dir)
