@@ -1,35 +1,31 @@
 """Model-selection experiments on a labeled file, in-process (no Ray): prints val/test F1.
 
 python scripts/experiment.py --data ../shared/data/projects/projects.json --labels ../shared/data/projects/labels.txt key=value ...
-Keys are TrainConfig fields with dotted paths (model.num_filters=64).
+Keys are TrainConfig fields with dotted paths (model.num_filters=64, data.tags_file=PATH).
+``--seeds K`` trains K models (seeds seed..seed+K-1) and also reports their averaged
+probabilities (a seed ensemble), with per-class thresholds fit on validation as in training.
 """
 
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from tagging.config import load_config
-from tagging.dataset import prepare
-from tagging.labels import read_labels_file
+from tagging.local import prepare_local
 from tagging.metrics import evaluate
-from tagging.readers import Reject, plan_units, read_unit
 from tagging.thresholds import apply_thresholds, fit_thresholds
 from tagging.train_loop import fit_local, predict_texts
 from tagging.vocab import CharVocab
-import pandas as pd
 
 
-def load(data, cfg):
-    rows, rejects = [], []
-    for unit in plan_units(data):
-        for seq, item in enumerate(read_unit(unit, cfg.data, True)):
-            if isinstance(item, Reject):
-                rejects.append({"id": item.id, "reason": item.reason, "source": item.source, "raw": item.raw})
-            else:
-                rows.append({"id": item.id, "text": item.text, "tags": item.tags, "source": item.source, "length": item.length, "unit": unit.name, "seq": seq})
-    return pd.DataFrame(rows), pd.DataFrame(rejects, columns=["id", "reason", "source", "raw"])
+def scores(yv, pv, ye, pe, cfg, labels) -> dict:
+    th, g = fit_thresholds(yv, pv, cfg.threshold_min_support)
+    m = evaluate(ye, apply_thresholds(pe, th), labels)["overall"]
+    mg = evaluate(ye, apply_thresholds(pe, np.full(len(th), g)), labels)["overall"]
+    return {"test_f1": round(m["f1"], 4), "test_f1_global": round(mg["f1"], 4), "macro": round(m["macro_f1"], 4)}
 
 
 def main():
@@ -37,6 +33,7 @@ def main():
     ap.add_argument("--data", nargs="+")
     ap.add_argument("--labels")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("sets", nargs="*")
     a = ap.parse_args()
     import torch
@@ -47,20 +44,24 @@ def main():
         over[k] = json.loads(v) if v[:1] in "[{0123456789.-tf" and v not in ("pos_weight",) else v
     over["data.labels_file"] = a.labels
     cfg = load_config(None, over)
-    rows, rejects = load(a.data, cfg)
-    labels = read_labels_file(open(a.labels).read()) if a.labels else None
-    p = prepare(rows, rejects, cfg.data, cfg.seed, None, labels)
+    p = prepare_local(a.data, cfg)
+    labels = p.labels.labels
     tr, va, te = p.split("train"), p.split("val"), p.split("test")
     vocab = CharVocab.fit(tr["text"])
     yt, yv, ye = (np.stack(d["y"].to_numpy()) for d in (tr, va, te))
-    t0 = time.time()
-    model, hist, st = fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, cfg, log=print)
-    pv = predict_texts(model, va["text"].tolist(), vocab, cfg.model.max_length)
-    th, g = fit_thresholds(yv, pv, cfg.threshold_min_support)
-    pt = predict_texts(model, te["text"].tolist(), vocab, cfg.model.max_length)
-    m = evaluate(ye, apply_thresholds(pt, th), p.labels.labels)["overall"]
-    mg = evaluate(ye, apply_thresholds(pt, np.full(len(th), g)), p.labels.labels)["overall"]
-    print(json.dumps({"sets": a.sets, "best_epoch": st.best_epoch, "val_f1": st.best_score, "test_f1": m["f1"], "test_f1_global": mg["f1"], "macro": m["macro_f1"], "secs": round(time.time() - t0)}))
+    pvs, pes = [], []
+    for k in range(a.seeds):
+        t0 = time.time()
+        run_cfg = replace(cfg, seed=cfg.seed + k)
+        model, hist, st = fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, run_cfg)
+        pvs.append(predict_texts(model, va["text"].tolist(), vocab, cfg.model.max_length))
+        pes.append(predict_texts(model, te["text"].tolist(), vocab, cfg.model.max_length))
+        print(json.dumps({"sets": a.sets, "seed": run_cfg.seed, "rows": [len(tr), len(va), len(te)], "best_epoch": st.best_epoch,
+                          "val_f1": round(st.best_score, 4), **scores(yv, pvs[-1], ye, pes[-1], cfg, labels),
+                          "secs": round(time.time() - t0)}), flush=True)
+    if a.seeds > 1:
+        print(json.dumps({"sets": a.sets, "ensemble": a.seeds,
+                          **scores(yv, np.mean(pvs, 0), ye, np.mean(pes, 0), cfg, labels)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ def synth(
 def bench_train(
     data: Data,
     labels: Annotated[Optional[Path], typer.Option(help="Fixed label space file.")] = None,
-    epochs: Annotated[int, typer.Option(help="Timed epochs per side (after one warm-up epoch).")] = 2,
+    epochs: Annotated[int, typer.Option(help="Timed epochs per side (after one warm-up epoch); medians are compared.")] = 4,
     workers: Annotated[int, typer.Option(help="Ray Train workers.")] = 2,
     out: Annotated[Optional[Path], typer.Option(help="Write the measurements as JSON here.")] = None,
 ) -> None:

@@ -50,7 +50,7 @@ class Explainer:
         from tagging.train_loop import encode_batch
 
         m = self.model
-        ids = encode_batch([text], self.art.vocab, self.art.max_length)  # int64 [1, L]
+        ids = encode_batch([text], self.art.vocab, self.art.max_length, multiple=1)  # int64 [1, L], unpadded
         with torch.no_grad():
             x = m.embedding(ids).transpose(1, 2)  # [1, E, L]
             acts, where = [], []

@@ -24,8 +24,19 @@ class Batch:
     y: torch.Tensor | None  # float32 [batch, labels]
 
 
-def encode_batch(texts: Sequence[str], vocab: CharVocab, max_length: int) -> torch.Tensor:
+# Batches are padded up to a multiple of this many characters. PyTorch's CPU convolutions
+# (oneDNN) build a kernel per input shape; with a new length in every batch that set-up cost
+# dominated a step (1 thread, batch 16: 80 -> 150 samples/s with the padding). The max-pool
+# ignores padding, so scores do not change.
+SHAPE_MULTIPLE = 32
+
+
+def encode_batch(texts: Sequence[str], vocab: CharVocab, max_length: int, multiple: int = SHAPE_MULTIPLE) -> torch.Tensor:
     ids, _ = vocab.encode(texts, max_length)
+    width = ids.shape[1]
+    padded = min(max_length, -(-width // multiple) * multiple)
+    if padded > width:
+        ids = np.pad(ids, ((0, 0), (0, padded - width)))
     return torch.from_numpy(ids)
 
 

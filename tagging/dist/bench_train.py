@@ -2,7 +2,10 @@
 
 Same model config, same training rows, same global batch size, same cores (the plain loop
 gets as many torch threads as the workers have in total), measured in one run. Each side
-runs one warm-up epoch, then ``epochs`` timed epochs; samples/s counts training steps only.
+runs one warm-up epoch, then timed epochs; samples/s counts training steps only. The plain
+loop's timed epochs are split before and after the Ray run (so a drift in the machine's speed
+hits both sides), and each side reports the median of its epochs (a VM's CPU steal makes
+single epochs swing by 20-30% here).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 
-def bench_train(data: Sequence[str], labels_file=None, epochs: int = 2, workers: int = 2, config_overrides: dict | None = None,
+def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers: int = 2, config_overrides: dict | None = None,
                 log=print) -> dict:
     import torch
 
@@ -48,15 +51,17 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 2, workers:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     loss_fn = make_loss(y.sum(0), len(y), cfg.imbalance)
     rng = np.random.default_rng(cfg.seed)
-    plain = []
-    for epoch in range(epochs + 1):
-        t0 = time.perf_counter()
-        _, seen = train_epoch(model, iter_batches(texts, y, vocab, cfg.batch_size, cfg.model.max_length, rng), loss_fn, opt)
-        if epoch:
-            plain.append(seen / (time.perf_counter() - t0))
-    plain_sps = float(np.mean(plain))
-    log(f"[bench-train] plain PyTorch, 1 process x {threads * workers} threads: {plain_sps:.0f} samples/s")
+    plain: list[float] = []
 
+    def plain_epochs(n: int) -> None:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            _, seen = train_epoch(model, iter_batches(texts, y, vocab, cfg.batch_size, cfg.model.max_length, rng), loss_fn, opt)
+            plain.append(seen / (time.perf_counter() - t0))
+
+    plain_epochs(1)
+    plain.clear()  # warm-up
+    plain_epochs((epochs + 1) // 2)
     init_ray()
     loop_cfg = {"config": to_dict(cfg), "vocab": list(vocab.chars), "num_labels": y.shape[1],
                 "label_counts": y.sum(0).tolist(), "n_train": len(y)}
@@ -65,10 +70,16 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 2, workers:
                                 f"bench-{int(time.time())}", storage)
         result = trainer.fit()
         history = load_checkpoint_state(result.checkpoint)["history"]
-    ray_sps = float(np.mean([h["samples_per_s"] for h in history[1:]]))
+    ray_sps = float(np.median([h["samples_per_s"] for h in history[1:]]))
     log(f"[bench-train] Ray Train, {workers} workers x {threads} threads (DDP gloo): {ray_sps:.0f} samples/s")
+    torch.set_num_threads(threads * workers)
+    plain_epochs(epochs // 2)
+    plain_sps = float(np.median(plain))
+    log(f"[bench-train] plain PyTorch, 1 process x {threads * workers} threads: {plain_sps:.0f} samples/s "
+        f"(epochs: {', '.join(f'{v:.0f}' for v in plain)})")
     ratio = ray_sps / plain_sps
-    out = {"rows": len(y), "epochs_timed": epochs, "workers": workers, "threads_per_worker": threads,
+    out = {"rows": len(y), "epochs_timed": epochs, "plain_epochs_samples_per_s": plain,
+           "ray_epochs_samples_per_s": [h["samples_per_s"] for h in history[1:]], "workers": workers, "threads_per_worker": threads,
            "plain_samples_per_s": plain_sps, "ray_train_samples_per_s": ray_sps, "ray_over_plain": ratio,
            "model": to_dict(cfg.model), "batch_size": cfg.batch_size}
     log(f"\n{'side':<34}{'samples/s':>12}\n{'plain PyTorch (1 process)':<34}{plain_sps:>12.0f}\n"

@@ -230,6 +230,20 @@ def test_padding_does_not_change_scores():
     assert torch.allclose(alone, torch.sigmoid(model(batch))[:1], atol=1e-6)
 
 
+def test_batches_are_padded_to_few_shapes_without_changing_scores():
+    from tagging.train_loop import SHAPE_MULTIPLE, encode_batch, predict_texts
+
+    vocab = CharVocab(tuple("abcdefghijklmnopqrstuvwxyz "))
+    assert encode_batch(["abc", "a" * 33], vocab, 512).shape == (2, 2 * SHAPE_MULTIPLE)
+    assert encode_batch(["a" * 600], vocab, 500).shape == (1, 500)  # never past max_length
+    assert encode_batch(["abc"], vocab, 512, multiple=1).shape == (1, 3)
+    model = CharCNN(vocab.size, 3, ModelConfig(embedding_dim=8, num_filters=6, filter_widths=(1, 2, 5), hidden_dim=8)).eval()
+    texts = ["short", "a bit longer text here", "x" * 70]
+    with torch.no_grad():
+        alone = np.concatenate([torch.sigmoid(model(encode_batch([t], vocab, 512, multiple=1))).numpy() for t in texts])
+    assert np.allclose(predict_texts(model, texts, vocab, 512), alone, atol=1e-6)
+
+
 def test_unmasked_pool_would_fail_the_padding_test():
     """Guards the test above: without the mask, padding changes the scores."""
     model = _model()
