@@ -41,7 +41,10 @@ def main():
     over = {}
     for kv in a.sets:
         k, v = kv.split("=", 1)
-        over[k] = json.loads(v) if v[:1] in "[{0123456789.-tf" and v not in ("pos_weight",) else v
+        try:
+            over[k] = json.loads(v)
+        except json.JSONDecodeError:
+            over[k] = v
     over["data.labels_file"] = a.labels
     cfg = load_config(None, over)
     p = prepare_local(a.data, cfg)
