@@ -62,8 +62,8 @@ def _role(proc, driver_pid: int) -> str:
     title = " ".join(proc.cmdline())[:200]
     if "ScoreStage" in title:
         return "scoring actors"
-    if "read_units" in title or title.startswith("ray::IDLE") or "default_worker.py" in title:
-        return "read tasks / idle workers"
+    if title.startswith("ray::IDLE") or "default_worker.py" in title:
+        return "idle workers"
     return "ray services"
 
 

@@ -32,7 +32,6 @@ from serve_batch.layout import COMMITS, REJECTS, RUN, STAGING, SUCCESS, SUMMARY,
 from tagging.readers import InputError, ReadUnit, check_columns, plan_units, resolve_filesystem
 
 RUN_SCHEMA = 1
-BLOCK_BYTES = 2 * 2**20  # read-stage output blocks: ~8k records of ~250 bytes; Ray Data slices bigger ones
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,13 @@ class ScoreOptions:
     actors: int | None = None
     """Scoring actors; default one per GPU if the cluster has GPUs, else one per CPU."""
     cpus_per_actor: float = 0.75
-    """Logical CPUs per actor (fractional leaves room for the read tasks; see RAY.md).
+    """Logical CPUs per actor (fractional leaves room for Ray's own processes on small machines; see RAY.md).
     ONNX Runtime intra-op threads = max(1, round(cpus_per_actor))."""
     gpus_per_actor: float | None = None
     """GPUs per actor; default 1 when the cluster has GPUs (CUDA provider), else 0."""
-    read_cpus: float = 0.25
-    """Logical CPUs per read task."""
+    slice_rows: int = 4096
+    """Records per work item of a Parquet row group (an actor reads, scores and stages one
+    item at a time; commits stay per unit)."""
     batch_size: int = 256
     """Texts per ONNX Runtime call (texts of similar length are batched together)."""
     precision: str = "fp32"
@@ -252,16 +252,13 @@ def _resources(opts: ScoreOptions) -> tuple[int, float, float]:
 def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_uri: str, sizing: tuple[int, float, float]):
     import ray
 
-    from serve_batch.stages import ScoreStage, read_units, unit_to_item
+    from serve_batch.stages import ScoreStage, work_items
 
     actors, cpa, gpa = sizing
-    actors = max(1, min(actors, len(units)))  # more actors than units would idle
-    ds = ray.data.from_items([unit_to_item(u) for u in units], override_num_blocks=max(1, len(units)))
-    # Blocks of ~BLOCK_BYTES (about 10k records) whatever the unit size: a block is one actor task,
-    # so big units still spread over every actor and the last tasks of a run are short.
-    ds.context.target_max_block_size = BLOCK_BYTES
-    ds = ds.map_batches(read_units, fn_kwargs={"cfg": art.config.data, "fault": opts.fault}, batch_size=1,
-                        batch_format="pyarrow", num_cpus=opts.read_cpus)
+    items = work_items(list(units), opts.slice_rows)
+    actors = max(1, min(actors, len(items)))  # more actors than work items would idle
+    # One block per work item and one item per actor call: a free actor takes the next slice.
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     budget_mb = opts.object_store_budget_mb or max(64, 32 * actors)
     ctx = ds.context  # this dataset's own copy of the DataContext
     ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
@@ -274,11 +271,11 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
             ScoreStage,
             fn_constructor_kwargs={"model_dir": str(art.path), "precision": opts.precision, "threads": opts.threads,
                                    "batch_size": opts.batch_size, "top_k": opts.top_k, "staging_uri": staging_uri,
-                                   "fault": opts.fault},
-            # one task in flight per actor: a free actor takes the next block (no queue behind a busy one)
+                                   "cfg": art.config.data, "fault": opts.fault},
+            # one task in flight per actor: a free actor takes the next item (no queue behind a busy one)
             compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
-            batch_size=None, batch_format="pyarrow",
-            zero_copy_batch=True, num_cpus=cpa, num_gpus=gpa or None, ray_remote_args_fn=_actor_retries)
+            batch_size=1, batch_format="pyarrow",
+            num_cpus=cpa, num_gpus=gpa or None, ray_remote_args_fn=_actor_retries)
 
 
 def _actor_retries() -> dict:

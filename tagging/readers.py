@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 import re
@@ -191,16 +192,42 @@ def check_columns(units: Sequence[ReadUnit], cfg: DataConfig, need_tags: bool) -
 
 @dataclass
 class RawRecord:
-    """A record as read: ``record`` is None when the line itself could not be parsed."""
+    """A record as read: ``record`` is None when the line itself could not be parsed.
+
+    ``raw`` (what a reject keeps of the record) may be None for a parsed record: it is then
+    made from ``record`` only if the record is rejected (``raw_text``), not for every row.
+    """
 
     source: str
-    raw: str
+    raw: str | None
     record: dict | None
     error: str | None = None
 
+    def raw_text(self) -> str:
+        return self.raw if self.raw is not None else _short(self.record)
 
-def iter_records(unit: ReadUnit) -> Iterator[RawRecord]:
-    """Every record of a unit, in file order; unparseable lines come back with an error."""
+
+def iter_records(unit: ReadUnit, start: int = 0, stop: int | None = None) -> Iterator[RawRecord]:
+    """The records ``start..stop-1`` of a unit (all by default), in file order; unparseable
+    lines come back with an error. Parquet slices its row group; other formats skip ahead."""
+    if unit.fmt == "parquet":
+        yield from _parquet_records(unit, start, stop)
+        return
+    yield from itertools.islice(_text_records(unit), start, stop)
+
+
+def _parquet_records(unit: ReadUnit, start: int, stop: int | None) -> Iterator[RawRecord]:
+    fs, path = resolve_filesystem(unit.path)
+    with fs.open_input_file(path) as f:
+        table = pq.ParquetFile(f).read_row_group(unit.part)
+    stop = table.num_rows if stop is None else min(stop, table.num_rows)
+    table = table.slice(start, max(stop - start, 0))
+    offset = _row_group_offset(fs, path, unit.part) + start
+    for i, rec in enumerate(table.to_pylist()):
+        yield RawRecord(f"{unit.path}:row {offset + i + 1}", None, rec)
+
+
+def _text_records(unit: ReadUnit) -> Iterator[RawRecord]:
     fs, path = resolve_filesystem(unit.path)
     name = unit.path
     if unit.fmt == "jsonl":
@@ -253,14 +280,15 @@ def iter_records(unit: ReadUnit) -> Iterator[RawRecord]:
                     yield RawRecord(source, raw[:RAW_CHARS], None, MALFORMED)
                 else:
                     yield RawRecord(source, raw[:RAW_CHARS], {k: (v if v != "" else None) for k, v in zip(header, row)})
-    elif unit.fmt == "parquet":
-        with fs.open_input_file(path) as f:
-            table = pq.ParquetFile(f).read_row_group(unit.part)
-        offset = _row_group_offset(fs, path, unit.part)
-        for i, rec in enumerate(table.to_pylist()):
-            yield RawRecord(f"{name}:row {offset + i + 1}", _short(rec), rec)
     else:  # pragma: no cover - plan_units only makes known formats
         raise InputError(f"{name}: unknown format {unit.fmt}")
+
+
+def row_group_rows(unit: ReadUnit) -> int:
+    """Records in a Parquet unit (its row group), from the file's footer."""
+    fs, path = resolve_filesystem(unit.path)
+    with fs.open_input_file(path) as f:
+        return pq.ParquetFile(f).metadata.row_group(unit.part).num_rows
 
 
 def _row_group_offset(fs: pafs.FileSystem, path: str, group: int) -> int:
@@ -324,43 +352,45 @@ def _id_string(value: object) -> str | None:
 def validate_record(rec: RawRecord, cfg: DataConfig, need_tags: bool) -> Row | Reject:
     """Check one record; a valid one comes back normalized, a bad one with its reason."""
     if rec.record is None:
-        return Reject(None, rec.error or MALFORMED, rec.source, rec.raw)
+        return Reject(None, rec.error or MALFORMED, rec.source, rec.raw_text())
     r = rec.record
     row_id = _id_string(r.get(cfg.id_column))
     if row_id is None:
-        return Reject(None, MISSING_ID, rec.source, rec.raw)
+        return Reject(None, MISSING_ID, rec.source, rec.raw_text())
     if cfg.text_column in r:
         text = r.get(cfg.text_column)
     elif cfg.title_column in r:
         title, desc = r.get(cfg.title_column), r.get(cfg.description_column)
         if title is not None and not isinstance(title, str) or desc is not None and not isinstance(desc, str):
-            return Reject(row_id, NON_STRING_TEXT, rec.source, rec.raw)
+            return Reject(row_id, NON_STRING_TEXT, rec.source, rec.raw_text())
         text = join_fields(title, desc) if (title or desc) else None
     else:
         text = None
     if text is None or (isinstance(text, float) and math.isnan(text)):
-        return Reject(row_id, NULL_TEXT, rec.source, rec.raw)
+        return Reject(row_id, NULL_TEXT, rec.source, rec.raw_text())
     if not isinstance(text, str):
-        return Reject(row_id, NON_STRING_TEXT, rec.source, rec.raw)
+        return Reject(row_id, NON_STRING_TEXT, rec.source, rec.raw_text())
     if len(text) > cfg.max_text_chars:
-        return Reject(row_id, TEXT_TOO_LONG, rec.source, rec.raw)
+        return Reject(row_id, TEXT_TOO_LONG, rec.source, rec.raw_text())
     if _has_surrogates(text):
-        return Reject(row_id, INVALID_UTF8, rec.source, rec.raw)
+        return Reject(row_id, INVALID_UTF8, rec.source, rec.raw_text())
     clean = normalize(text, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords)
     if not clean:
-        return Reject(row_id, EMPTY_TEXT, rec.source, rec.raw)
+        return Reject(row_id, EMPTY_TEXT, rec.source, rec.raw_text())
     tags = None
     if need_tags:
         try:
             tags = tuple(parse_tags(r.get(cfg.tags_column), cfg.tags_delimiter))
         except TagParseError as exc:
-            return Reject(row_id, f"{BAD_TAGS}: {exc}", rec.source, rec.raw)
+            return Reject(row_id, f"{BAD_TAGS}: {exc}", rec.source, rec.raw_text())
     return Row(row_id, clean, tags, rec.source, len(clean))
 
 
-def read_unit(unit: ReadUnit, cfg: DataConfig, need_tags: bool) -> Iterator[Row | Reject]:
-    """Valid rows and rejects of one unit, in file order (duplicate ids are found later, globally)."""
-    for rec in iter_records(unit):
+def read_unit(unit: ReadUnit, cfg: DataConfig, need_tags: bool, start: int = 0,
+              stop: int | None = None) -> Iterator[Row | Reject]:
+    """Valid rows and rejects of one unit's records ``start..stop-1`` (all by default), in file
+    order (duplicate ids are found later, globally)."""
+    for rec in iter_records(unit, start, stop):
         yield validate_record(rec, cfg, need_tags)
 
 

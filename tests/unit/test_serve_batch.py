@@ -17,7 +17,7 @@ from serve_batch.dedup import dedup_pass, find_duplicates
 from serve_batch.job import Committer, _same_run
 from serve_batch.layout import COMMITS, REJECTS, OutputLayout, ScoreError, check_date, part_name, unit_of
 from serve_batch.scorer import SCORED_SCHEMA, Scores, scored_table
-from serve_batch.stages import END, REJECT, ROW, RECEIPT_SCHEMA, _ranges, read_units, unit_to_item
+from serve_batch.stages import RECEIPT_SCHEMA, read_item, work_items
 from tagging.config import DataConfig
 from tagging.readers import ReadUnit, plan_units
 
@@ -177,14 +177,6 @@ def test_committer_commits_an_empty_unit(tmp_path):
     assert list(c.committed) == ["00000-00000"]
 
 
-def test_ranges():
-    assert _ranges(np.array([], dtype=np.int64)) == []
-    assert _ranges(np.array([0, 1, 2, 5, 6, 9])) == [0, 3, 5, 7, 9, 10]
-
-
-# ----------------------------------------------------------------------------- duplicate pass
-
-
 def _parts(lay, spec):
     lay.mkdirs()
     files = []
@@ -251,22 +243,47 @@ def test_scored_table_tags_and_scores():
 # ----------------------------------------------------------------------------- read UDF
 
 
-def test_read_units_emits_every_record_then_end(tmp_path):
+def test_read_item_yields_every_record_in_chunks_then_the_count(tmp_path):
+    from tagging.readers import Reject
     from tagging.synth import JSONL_EXTRA_RAW_LINES, generate_corpus, write_corpus
 
     df = generate_corpus(60, seed=2, bad_fraction=0.2)
     write_corpus(df, str(tmp_path / "x.jsonl"))
-    (unit,) = plan_units([str(tmp_path / "x.jsonl")])
-    out = pa.concat_tables(read_units(pa.Table.from_pylist([unit_to_item(unit)]), DataConfig()))
-    kind = out.column("kind").to_numpy()
-    assert out.column("seq").to_pylist() == list(range(60 + JSONL_EXTRA_RAW_LINES + 1))
-    assert kind[-1] == END and (kind[:-1] != END).all()
-    assert set(out.column("unit").to_pylist()) == {unit.name}
-    rejects = out.filter(pa.compute.equal(out.column("kind"), REJECT)).column("reason").to_pylist()
+    units = plan_units([str(tmp_path / "x.jsonl")])
+    (item,) = work_items(units)
+    assert (item["start"], item["stop"], item["total"]) == (0, -1, -1)  # a text file is one item
+    out = list(read_item(item, DataConfig(), chunk=25))
+    n = 60 + JSONL_EXTRA_RAW_LINES
+    assert [first for _, first, _ in out] == list(range(0, n, 25)) + [-1]
+    assert out[-1] == (units[0].name, -1, n)  # the record count comes last
+    recs = [r for _, first, chunk in out if first >= 0 for r in chunk]
+    assert len(recs) == n
+    rejects = {r.reason for r in recs if isinstance(r, Reject)}
     assert {"null_text", "empty_text", "missing_id", "malformed_record", "invalid_utf8", "text_too_long",
-            "non_string_text"} <= set(rejects)
-    rows = out.filter(pa.compute.equal(out.column("kind"), ROW))
-    assert all(t == t.strip() and t == t.lower() for t in rows.column("text").to_pylist())  # normalized
+            "non_string_text"} <= rejects
+    assert all(r.text == r.text.strip() and r.text == r.text.lower() for r in recs if not isinstance(r, Reject))
+
+
+def test_parquet_row_groups_are_cut_into_slices_that_cover_them_exactly(tmp_path):
+    from tagging.readers import read_unit
+
+    n = 1000
+    pq.write_table(pa.table({"id": [str(i) for i in range(n)], "text": [f"text {i}" for i in range(n)]}),
+                   tmp_path / "x.parquet", row_group_size=600)
+    units = plan_units([str(tmp_path / "x.parquet")])
+    items = work_items(units, slice_rows=256)
+    assert [(i["part"], i["start"], i["stop"], i["total"]) for i in items] == [
+        (0, 0, 256, 600), (0, 256, 512, 600), (0, 512, 600, 600), (1, 0, 256, 400), (1, 256, 400, 400)]
+    ids, sources = [], []
+    for item in items:
+        for _, first, chunk in read_item(item, DataConfig()):
+            if first >= 0:
+                ids += [r.id for r in chunk]
+                sources += [r.source for r in chunk]
+    assert ids == [str(i) for i in range(n)]  # every record once, in file order
+    assert sources[600].endswith(":row 601")  # sources count rows across row groups
+    whole = [r.id for u in units for r in read_unit(u, DataConfig(), need_tags=False)]
+    assert whole == ids
 
 
 # ----------------------------------------------------------------------------- fault hook
