@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from tagging.augment import alias_table_for
 from tagging.config import load_config
 from tagging.local import prepare_local
 from tagging.metrics import evaluate
@@ -56,7 +57,8 @@ def main():
     for k in range(a.seeds):
         t0 = time.time()
         run_cfg = replace(cfg, seed=cfg.seed + k)
-        model, hist, st = fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, run_cfg)
+        model, hist, st = fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, run_cfg,
+                                    aliases=alias_table_for(cfg, p.labels))
         pvs.append(predict_texts(model, va["text"].tolist(), vocab, cfg.model.max_length))
         pes.append(predict_texts(model, te["text"].tolist(), vocab, cfg.model.max_length))
         print(json.dumps({"sets": a.sets, "seed": run_cfg.seed, "rows": [len(tr), len(va), len(te)], "best_epoch": st.best_epoch,

@@ -72,6 +72,9 @@ def train(
     dropout: Annotated[Optional[float], typer.Option(help="Dropout.")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Max characters per text.")] = None,
     imbalance: Annotated[Optional[str], typer.Option(help="pos_weight | inverse_count | none.")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="cosine (warm-up, then decay to 0 at --max-epochs) | plateau.")] = None,
+    concat_rate: Annotated[Optional[float], typer.Option(help="Concatenation augmentation: extra joined rows per row and epoch (0 = off).")] = None,
+    alias_examples: Annotated[Optional[bool], typer.Option("--alias-examples/--no-alias-examples", help="Also train on the tags file's names (needs --tags).")] = None,
     run_name: Annotated[Optional[str], typer.Option(help="Run name; rerun with the same name to resume a killed run.")] = None,
     storage: Annotated[str, typer.Option(help="Checkpoint storage path or URI.")] = "runs",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address; default: start a local Ray.")] = None,
@@ -85,7 +88,8 @@ def train(
         "cpus_per_worker": cpus_per_worker, "use_gpu": gpu, "max_epochs": max_epochs, "batch_size": batch_size,
         "learning_rate": lr, "seed": seed, "model.embedding_dim": embedding_dim, "model.num_filters": num_filters,
         "model.filter_widths": filter_widths, "model.hidden_dim": hidden_dim, "model.dropout": dropout,
-        "model.max_length": max_length, "imbalance": imbalance,
+        "model.max_length": max_length, "imbalance": imbalance, "lr_schedule": lr_schedule, "concat_rate": concat_rate,
+        "alias_examples": alias_examples,
     }
 
     def body():

@@ -81,14 +81,23 @@ class TrainConfig:
     """Adam learning rate."""
     weight_decay: float = 0.0
     """AdamW decoupled weight decay (0 = plain Adam behaviour)."""
-    max_epochs: int = 30
-    """Upper bound on epochs; early stopping usually ends sooner."""
-    patience: int = 6
+    max_epochs: int = 40
+    """Epochs (the cosine schedule decays to zero at the last one); early stopping may end sooner."""
+    patience: int = 12
     """Early stopping: epochs without validation improvement before stopping."""
+    lr_schedule: str = "cosine"
+    """'cosine' (linear warm-up over the first tenth of max_epochs, then cosine decay to zero at
+    max_epochs; stepped per epoch) or 'plateau' (ReduceLROnPlateau on validation F1)."""
     lr_patience: int = 3
     """ReduceLROnPlateau patience in epochs."""
     lr_factor: float = 0.5
     """ReduceLROnPlateau factor."""
+    concat_rate: float = 1.0
+    """Augmentation: extra rows per training row and epoch, each the row's text joined with a
+    random other training text, labelled with both rows' tags (tagging.augment)."""
+    alias_examples: bool = False
+    """Augmentation (needs data.tags_file): each epoch, one short example per tag of the tags
+    file, a random one of its names, labelled with the tag and its ancestors in the label space."""
     imbalance: str = "pos_weight"
     """Class imbalance handling: 'pos_weight' (neg/pos ratio, sqrt-damped), 'inverse_count' (1/count class weights), or 'none'."""
     workers: int = 2
@@ -131,16 +140,19 @@ def validate(cfg: TrainConfig) -> None:
         ("weight_decay", cfg.weight_decay >= 0),
         ("max_epochs", cfg.max_epochs > 0),
         ("imbalance", cfg.imbalance in ("pos_weight", "inverse_count", "none")),
+        ("lr_schedule", cfg.lr_schedule in ("plateau", "cosine")),
+        ("concat_rate", 0 <= cfg.concat_rate <= 8),
+        ("alias_examples", not cfg.alias_examples or bool(d.tags_file), "needs data.tags_file (--tags)"),
         ("workers", cfg.workers >= 0),
         ("cpus_per_worker", cfg.cpus_per_worker > 0),
         ("batch_size", cfg.workers == 0 or cfg.batch_size >= cfg.workers),
     ]
-    for name, ok in checks:
+    for name, ok, *hint in checks:
         if not ok:
             value = cfg
             for part in name.split("."):
                 value = getattr(value, part)
-            raise ConfigError(f"invalid config value {name}={value!r}")
+            raise ConfigError(f"invalid config value {name}={value!r}" + (f": {hint[0]}" if hint else ""))
 
 
 def to_dict(cfg: Any) -> dict:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from tagging.artifact import Artifact, save_artifact
+from tagging.augment import alias_table_for
 from tagging.config import TrainConfig
 from tagging.dataset import Prepared, prepare
 from tagging.labels import TagIndex, read_labels_file
@@ -55,7 +56,8 @@ def train_local(data: Sequence[str], out: str, cfg: TrainConfig, model_version: 
     tr, va, te = p.split("train"), p.split("val"), p.split("test")
     vocab = CharVocab.fit(tr["text"])
     yt, yv, ye = (np.stack(d["y"].to_numpy()) for d in (tr, va, te))
-    model, history, stopper = fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, cfg, log=log)
+    model, history, stopper = fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, cfg, log=log,
+                                        aliases=alias_table_for(cfg, p.labels))
     pv = predict_texts(model, va["text"].tolist(), vocab, cfg.model.max_length)
     thresholds, global_t = fit_thresholds(yv, pv, cfg.threshold_min_support)
     pt = predict_texts(model, te["text"].tolist(), vocab, cfg.model.max_length)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tagging.augment import alias_examples, with_concat
 from tagging.batching import bucket_order
 from tagging.vocab import CharVocab
 
@@ -53,6 +54,27 @@ def iter_batches(
     for idx in bucket_order(lengths, batch_size, rng):
         ids = encode_batch([texts[i] for i in idx], vocab, max_length)
         yield Batch(ids, None if y is None else torch.from_numpy(np.asarray(y[idx], dtype=np.float32)))
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
+    """The learning-rate schedule of ``cfg`` (stepped once per epoch with ``step_scheduler``)."""
+    if cfg.lr_schedule == "cosine":
+        warm = cfg.max_epochs // 10
+        if warm == 0:  # short runs: no warm-up
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.max_epochs)
+        return torch.optim.lr_scheduler.SequentialLR(optimizer, [
+            torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, end_factor=1.0, total_iters=warm),
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.max_epochs - warm)),
+        ], milestones=[warm])
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience)
+
+
+def step_scheduler(scheduler, val_f1: float) -> None:
+    """End of an epoch: plateau schedules watch validation F1, the others count epochs."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(val_f1)
+    else:
+        scheduler.step()
 
 
 def make_loss(pos_counts: np.ndarray, n_rows: int, imbalance: str) -> nn.Module:
@@ -172,11 +194,13 @@ def fit_local(
     cfg,
     max_epochs: int | None = None,
     log=None,
+    aliases: Sequence | None = None,
 ) -> tuple[nn.Module, list[dict], EarlyStopping]:
     """Plain single-process training with the same pieces as the Ray Train worker.
 
     Used by the training benchmark (the baseline Ray Train is compared with), by experiments
-    and by tests. Returns the model with the best weights loaded, the history and the stopper.
+    and by tests. ``aliases``: a ``tagging.augment.alias_table`` (used with ``cfg.alias_examples``).
+    Returns the model with the best weights loaded, the history and the stopper.
     """
     import time
 
@@ -189,17 +213,21 @@ def fit_local(
     model = CharCNN(vocab.size, y_train.shape[1], cfg.model)
     loss_fn = make_loss(y_train.sum(0), len(y_train), cfg.imbalance)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience)
+    sched = make_scheduler(opt, cfg)
     stopper = EarlyStopping(cfg.patience)
     history = []
     for epoch in range(max_epochs or cfg.max_epochs):
         t0 = time.perf_counter()
-        loss, seen = train_epoch(model, iter_batches(train_texts, y_train, vocab, cfg.batch_size, cfg.model.max_length, rng), loss_fn, opt)
+        texts, y = with_concat(train_texts, y_train, cfg.concat_rate, rng)
+        if aliases and cfg.alias_examples:
+            at, ay = alias_examples(aliases, y_train.shape[1], rng)
+            texts, y = texts + at, np.concatenate([y, ay])
+        loss, seen = train_epoch(model, iter_batches(texts, y, vocab, cfg.batch_size, cfg.model.max_length, rng), loss_fn, opt)
         secs = time.perf_counter() - t0
         p_val = predict_texts(model, val_texts, vocab, cfg.model.max_length)
         t = fit_global_threshold(y_val, p_val)
         f1 = weighted_f1(y_val, p_val >= t)
-        sched.step(f1)
+        step_scheduler(sched, f1)
         stop = stopper.update(f1, epoch, model)
         history.append({"epoch": epoch, "train_loss": loss, "val_f1": f1, "train_seconds": secs, "samples_per_s": seen / secs})
         if log:

@@ -30,6 +30,7 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
     from tagging.local import prepare_local
     from tagging.model import CharCNN
     from tagging.config import to_dict
+    from tagging.augment import with_concat
     from tagging.train_loop import iter_batches, make_loss, train_epoch
     from tagging.vocab import CharVocab
 
@@ -56,7 +57,8 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
     def plain_epochs(n: int) -> None:
         for _ in range(n):
             t0 = time.perf_counter()
-            _, seen = train_epoch(model, iter_batches(texts, y, vocab, cfg.batch_size, cfg.model.max_length, rng), loss_fn, opt)
+            t, yy = with_concat(texts, y, cfg.concat_rate, rng)  # the same augmentation as the workers
+            _, seen = train_epoch(model, iter_batches(t, yy, vocab, cfg.batch_size, cfg.model.max_length, rng), loss_fn, opt)
             plain.append(seen / (time.perf_counter() - t0))
 
     plain_epochs(1)

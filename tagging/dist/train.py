@@ -7,6 +7,7 @@ worker group (FailureConfig) or a rerun with the same run name resumes from the 
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import tempfile
@@ -77,16 +78,21 @@ class ShardCache:
             self.rows[name] = tuple(np.concatenate([c[k] for c in kept]) for k in ("text", "y", "length"))
 
 
-def _batches(chunks, batch: int, vocab, max_length: int, rng):
-    """Length-bucketed batches from column chunks (rng: shuffle batch order, for training)."""
+def _batches(chunks, batch: int, vocab, max_length: int, rng, concat_rate: float = 0.0, aug_rng=None):
+    """Length-bucketed batches from column chunks (rng: shuffle batch order, for training;
+    ``concat_rate``: concatenation augmentation within each chunk, drawn from ``aug_rng``)."""
     import torch
 
+    from tagging.augment import with_concat
     from tagging.batching import bucket_order
     from tagging.train_loop import Batch, encode_batch
 
     for chunk in chunks:
-        texts, y, lengths = chunk["text"], chunk["y"], chunk["length"]
-        for idx in bucket_order(np.asarray(lengths), batch, rng):
+        texts, y = chunk["text"], chunk["y"]
+        if concat_rate > 0:
+            texts, y = with_concat(list(texts), np.stack(list(y)) if y.dtype == object else y, concat_rate, aug_rng)
+        lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+        for idx in bucket_order(lengths, batch, rng):
             yield Batch(encode_batch([texts[i] for i in idx], vocab, max_length),
                         torch.from_numpy(np.asarray(y[idx], dtype=np.float32)))
 
@@ -100,15 +106,17 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     import torch
     import torch.distributed as dist
 
+    from tagging.augment import alias_examples
     from tagging.config import from_dict
     from tagging.model import CharCNN
     from tagging.thresholds import fit_global_threshold
     from tagging.metrics import weighted_f1
-    from tagging.train_loop import EarlyStopping, make_loss, train_epoch, unwrap
+    from tagging.train_loop import EarlyStopping, make_loss, make_scheduler, step_scheduler, train_epoch, unwrap
     from tagging.vocab import CharVocab
 
     cfg = from_dict(loop_cfg["config"])
     vocab = CharVocab(tuple(loop_cfg["vocab"]))
+    aliases = loop_cfg.get("aliases") or []
     num_labels = int(loop_cfg["num_labels"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -125,7 +133,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     loss_fn = make_loss(np.asarray(loop_cfg["label_counts"]), int(loop_cfg["n_train"]), cfg.imbalance)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience)
+    scheduler = make_scheduler(optimizer, cfg)
     stopper = EarlyStopping(cfg.patience)
     history: list[dict] = []
     start_epoch = 0
@@ -159,8 +167,11 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         # (same seed): at each step every worker holds texts of about the same length, so no
         # worker waits at the gradient AllReduce for one that drew the long texts.
         step_rng = np.random.default_rng(cfg.seed * 1000 + 7919 * (epoch + 1))
-        batches = _batches(cache.chunks("train", train_shard, local_batch * cfg.bucket_batches, rng), local_batch, vocab,
-                           cfg.model.max_length, step_rng)
+        chunks = cache.chunks("train", train_shard, local_batch * cfg.bucket_batches, rng)
+        if aliases:  # this rank's share of the tags file's names, as one more chunk
+            texts, y = alias_examples(aliases, num_labels, rng, rank, world)
+            chunks = itertools.chain(chunks, [{"text": np.array(texts, dtype=object), "y": y}])
+        batches = _batches(chunks, local_batch, vocab, cfg.model.max_length, step_rng, cfg.concat_rate, rng)
         join = model.join() if world > 1 and hasattr(model, "join") else _null()
         with join:
             loss, seen = train_epoch(model, batches, loss_fn, optimizer, device, scaler)
@@ -182,7 +193,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
             flag = torch.tensor([int(stop)], dtype=torch.int64, device=device)
             dist.broadcast(flag, src=0)  # rank 0 decides, everyone follows
             stop = bool(flag.item())
-        scheduler.step(val_f1)
+        step_scheduler(scheduler, val_f1)
         seen_t = torch.tensor([seen], dtype=torch.int64, device=device)
         if world > 1 and dist.is_initialized():
             dist.all_reduce(seen_t)

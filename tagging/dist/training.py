@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tagging.artifact import Artifact, save_artifact, sha256_file, update_manifest
+from tagging.augment import alias_table_for
 from tagging.config import TrainConfig, to_dict
 from tagging.dataset import Prepared, prepare, summary_line
 from tagging.labels import TagIndex, read_labels_file
@@ -80,6 +81,7 @@ def training_inputs(cfg: TrainConfig, prepared: Prepared) -> tuple[CharVocab, di
     loop_cfg = {
         "config": to_dict(cfg), "vocab": list(vocab.chars), "num_labels": len(prepared.labels),
         "label_counts": y_train.sum(0).tolist(), "n_train": len(train_df),
+        "aliases": [[list(f), list(h)] for f, h in alias_table_for(cfg, prepared.labels)],
     }
     datasets = {"train": _with_tensor(train_df, y_train), "val": _with_tensor(val_df, np.stack(val_df["y"].to_numpy()))}
     return vocab, loop_cfg, datasets, truncated

@@ -340,3 +340,86 @@ def test_threshold_policy_is_chosen_by_cross_validation():
     assert policy == select_policy(y, probs, seed=0)
     others = [cv_policy_score(y, probs, m, s, 5, 0) for m in POLICY_GRID["min_support"] for s in POLICY_GRID["shrink"]]
     assert policy["cv_f1"] >= max(others) - 1e-12
+
+
+def test_concat_augmentation_joins_texts_and_unites_tags():
+    from tagging.augment import concat_pairs, with_concat
+
+    texts = ["alpha", "beta", "gamma", "delta"]
+    y = np.eye(4, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    extra, ey = concat_pairs(texts, y, 1.0, rng)
+    assert len(extra) == 4 and ey.shape == (4, 4)
+    for k, (t, row) in enumerate(zip(extra, ey)):
+        first, second = t.split(" ")
+        assert first == texts[k]  # rate 1: every row once, in order, with a random partner
+        assert set(np.flatnonzero(row)) == {texts.index(first), texts.index(second)}
+    many, _ = concat_pairs(texts, y, 2.5, np.random.default_rng(1))
+    assert 8 <= len(many) <= 12
+    same, sy = with_concat(texts, y, 0.0, rng)
+    assert same == texts and np.array_equal(sy, y)
+    a, _ = concat_pairs(texts, y, 1.0, np.random.default_rng(5))
+    b, _ = concat_pairs(texts, y, 1.0, np.random.default_rng(5))
+    assert a == b  # deterministic by seed
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from dataclasses import replace
+
+    import torch
+
+    from tagging.config import TrainConfig
+    from tagging.train_loop import make_scheduler, step_scheduler
+
+    cfg = replace(TrainConfig(), lr_schedule="cosine", max_epochs=20, learning_rate=1e-2)
+    def fresh():
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.learning_rate)
+        return opt, make_scheduler(opt, cfg)
+
+    def epochs(opt, sched, n):
+        out = []
+        for _ in range(n):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            step_scheduler(sched, 0.0)
+        return out
+
+    opt, sched = fresh()
+    lrs = epochs(opt, sched, cfg.max_epochs)
+    assert lrs[0] == pytest.approx(1e-3) and max(lrs) == pytest.approx(1e-2)
+    peak = int(np.argmax(lrs))
+    assert peak == 2 and all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-9)
+    # A checkpointed schedule resumes where it was (Ray Train restores it after a crash).
+    opt, sched = fresh()
+    epochs(opt, sched, 7)
+    state = (opt.state_dict(), sched.state_dict())
+    opt, sched = fresh()
+    opt.load_state_dict(state[0])
+    sched.load_state_dict(state[1])
+    assert epochs(opt, sched, cfg.max_epochs - 7) == pytest.approx(lrs[7:])
+
+
+def test_alias_examples_name_tags_and_their_ancestors():
+    from tagging.augment import alias_examples, alias_table
+    from tagging.config import ConfigError, load_config
+    from tagging.labels import LabelSpace, TagIndex
+
+    index = TagIndex.from_records([
+        {"tag": "pytorch", "aliases": ["torch"], "parents": []},
+        {"tag": "object-detection", "aliases": ["YOLO"], "parents": ["computer-vision"]},
+        {"tag": "computer-vision", "aliases": ["cv"], "parents": []},
+        {"tag": "flask", "aliases": [], "parents": []},  # not in the label space: no example
+    ])
+    labels = LabelSpace(("computer-vision", "object-detection", "pytorch"))
+    table = alias_table(index, labels, str.lower)
+    assert table == [(("computer vision", "computer-vision", "cv"), (0,)),
+                     (("object detection", "object-detection", "yolo"), (0, 1)), (("pytorch", "torch"), (2,))]
+    texts, y = alias_examples(table, 3, np.random.default_rng(0))
+    assert [t in forms for t, (forms, _) in zip(texts, table)] == [True] * 3
+    assert y.tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    # ranks take disjoint shares that cover the table
+    parts = [alias_examples(table, 3, np.random.default_rng(0), r, 2)[1] for r in (0, 1)]
+    assert sum(len(p) for p in parts) == 3
+    with pytest.raises(ConfigError, match="needs data.tags_file"):
+        load_config(None, {"alias_examples": True})
