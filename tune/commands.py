@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         tags: Annotated[Optional[Path], typer.Option(help="Tags file: JSON array of {tag, aliases, parents}.")] = None,
         config: Annotated[Optional[Path], typer.Option(help="Base config file; the search overrides its fields.")] = None,
         trials: Annotated[int, typer.Option(help="Number of trials.")] = 12,
-        max_epochs: Annotated[int, typer.Option(help="Epochs per trial at most (ASHA stops weak trials sooner).")] = 30,
+        max_epochs: Annotated[int, typer.Option(help="Epochs per trial at most (ASHA stops weak trials sooner).")] = 40,
         workers_per_trial: Annotated[int, typer.Option(help="Ray Train workers per trial.")] = 1,
         cpus_per_worker: Annotated[float, typer.Option(help="CPUs per worker.")] = 0.9,
         max_concurrent: Annotated[int, typer.Option(help="Trials at once.")] = 2,

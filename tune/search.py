@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tagging.config import TrainConfig, from_dict, merge, to_dict
-from tune.space import THRESHOLD_SPACE, load_space, to_tune
+from tune.space import NEEDS_TAGS_FILE, THRESHOLD_SPACE, load_space, to_tune
 
 RESULT_COLUMNS = ["trial", "val_f1", "epochs", "seconds", "parameters", "docs_per_s_fp32", "docs_per_s_int8", "stopped_early", "params"]
 
@@ -74,7 +74,7 @@ def run_tune(
     out: str,
     *,
     trials: int = 12,
-    max_epochs: int = 30,
+    max_epochs: int = 40,
     workers_per_trial: int = 1,
     cpus_per_worker: float = 0.9,
     max_concurrent: int = 2,
@@ -110,6 +110,9 @@ def run_tune(
     init_ray(address)
     prepared = prepare_with_ray(base, data, log, units)
     space = load_space(space_path)
+    if not base.data.tags_file:
+        for key in NEEDS_TAGS_FILE:
+            space.pop(key, None)
     fixed = {"workers": workers_per_trial, "cpus_per_worker": cpus_per_worker, "max_epochs": max_epochs,
              "threads_per_worker": max(1, int(cpus_per_worker)), "max_failures": 0}
     base_dict = merge(to_dict(base), fixed)

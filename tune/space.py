@@ -12,17 +12,23 @@ import json
 from pathlib import Path
 
 DEFAULT_SPACE: dict[str, dict] = {
-    "model.embedding_dim": {"choice": [32, 64]},
-    "model.num_filters": {"choice": [64, 128, 192]},
-    "model.filter_widths": {"choice": [[1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]},
-    "model.hidden_dim": {"choice": [64, 128, 256]},
-    "model.dropout": {"uniform": [0.1, 0.5]},
-    "model.max_length": {"choice": [256, 512]},
-    "learning_rate": {"loguniform": [5e-4, 5e-3]},
+    # Architecture: the scoring cost is mostly embedding_dim x num_filters x sum(filter_widths).
+    "model.embedding_dim": {"choice": [32, 48, 64]},
+    "model.num_filters": {"choice": [64, 96, 128]},
+    "model.filter_widths": {"choice": [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]},
+    "model.hidden_dim": {"choice": [128, 256, 512]},
+    "model.dropout": {"uniform": [0.0, 0.4]},
+    # Optimization and augmentation (measured to matter most on the real data: concat_rate).
+    "learning_rate": {"loguniform": [1e-3, 6e-3]},
     "batch_size": {"choice": [16, 32, 64]},
     "weight_decay": {"choice": [0.0, 0.01, 0.05]},
-    "imbalance": {"choice": ["pos_weight", "inverse_count", "none"]},
+    "imbalance": {"choice": ["pos_weight", "inverse_count"]},
+    "lr_schedule": {"choice": ["cosine", "plateau"]},
+    "concat_rate": {"choice": [0.0, 1.0, 2.0]},
+    # Only searched when a tags file is given (tagging tune --tags).
+    "alias_examples": {"choice": [False, True]},
 }
+NEEDS_TAGS_FILE = ("alias_examples",)
 
 THRESHOLD_SPACE = {"min_support": [0, 3, 5, 10], "shrink": [0.0, 0.25, 0.5, 0.75, 1.0]}
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 SPACE = {
     "model.embedding_dim": 16, "model.num_filters": 24, "model.filter_widths": [2, 3, 4], "model.hidden_dim": 32,
     "model.dropout": 0.0, "model.max_length": 256, "batch_size": 16, "learning_rate": {"grid": [0.01, 1e-7, 1e-7, 1e-7]},
-    "weight_decay": None, "imbalance": None,
+    "weight_decay": None, "imbalance": None, "lr_schedule": "cosine", "concat_rate": 0.0,
 }
 
 
