@@ -32,9 +32,10 @@ def score(
     more_inputs: Annotated[Optional[list[str]], typer.Argument(metavar="[URI...]", help="More inputs.", show_default=False)] = None,
     date: Annotated[Optional[str], typer.Option(help="Partition date YYYY-MM-DD.", show_default="yesterday")] = None,
     actors: Annotated[Optional[int], typer.Option(help="Scoring actors.", show_default="one per GPU, else one per CPU")] = None,
-    cpus_per_actor: Annotated[float, typer.Option(help="CPUs per actor (fractional leaves room for reading); ONNX Runtime threads = round(this), at least 1.")] = 0.75,
+    cpus_per_actor: Annotated[float, typer.Option(help="CPUs per actor (fractional leaves room for Ray's own processes); ONNX Runtime threads = round(this), at least 1.")] = 0.75,
     gpus_per_actor: Annotated[Optional[float], typer.Option(help="GPUs per actor.", show_default="1 if the cluster has GPUs")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per ONNX Runtime call (grouped by length).")] = 256,
+    slice_rows: Annotated[int, typer.Option(help="Records per work item of a Parquet row group (an actor reads and scores one item at a time).")] = 4096,
     precision: Annotated[str, typer.Option(help="fp32, or int8 (needs `tagging quantize`; refused unless it passed its F1 gate).")] = "fp32",
     top_k: Annotated[Optional[int], typer.Option(help="Write only the K highest scores per row.", show_default="every tag")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a date that already finished, or discard an unfinished run made with another model or inputs.")] = False,
@@ -51,7 +52,7 @@ def score(
 
         opts = ScoreOptions(model=str(model), inputs=tuple(list(input) + list(more_inputs or [])), output=output,
                             date=date or yesterday(), actors=actors, cpus_per_actor=cpus_per_actor,
-                            gpus_per_actor=gpus_per_actor, batch_size=batch_size, precision=precision, top_k=top_k,
+                            gpus_per_actor=gpus_per_actor, batch_size=batch_size, slice_rows=slice_rows, precision=precision, top_k=top_k,
                             overwrite=overwrite, address=address, fault=FaultPlan.from_env())
         summary = run_score(opts)
         keys = ("status", "output", "rows_read", "rows_scored", "rows_rejected", "throughput_docs_per_s")

@@ -55,7 +55,7 @@ class DataConfig:
 class ModelConfig:
     embedding_dim: int = 64
     """Character embedding size."""
-    num_filters: int = 96
+    num_filters: int = 64
     """Conv1d filters per width."""
     filter_widths: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
     """Convolution widths in characters (SAME padding, so any width works)."""
