@@ -24,7 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", required=True, help="output root; results go to OUTPUT/date=DATE/")
     p.add_argument("--date", default=None, help="YYYY-MM-DD (default: yesterday)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
-    p.add_argument("--actors", type=int, default=None, help="default: one per GPU, else one per CPU")
+    p.add_argument("--actors", type=int, default=None, help="default: 4 per GPU (0.25 GPU each), else one per CPU")
     p.add_argument("--cpus-per-actor", type=float, default=0.75)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--top-k", type=int, default=None)

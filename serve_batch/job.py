@@ -32,6 +32,7 @@ from serve_batch.layout import COMMITS, REJECTS, RUN, STAGING, SUCCESS, SUMMARY,
 from tagging.readers import InputError, ReadUnit, check_columns, plan_units, resolve_filesystem
 
 RUN_SCHEMA = 1
+GPU_SHARE = 0.25  # default GPUs per scoring actor on a GPU cluster (4 actors per GPU)
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,14 @@ class ScoreOptions:
     date: str
     """YYYY-MM-DD."""
     actors: int | None = None
-    """Scoring actors; default one per GPU if the cluster has GPUs, else one per CPU."""
+    """Scoring actors; default 1 / gpus_per_actor per GPU if the cluster has GPUs, else one per CPU."""
     cpus_per_actor: float = 0.75
     """Logical CPUs per actor (fractional leaves room for Ray's own processes on small machines; see RAY.md).
     ONNX Runtime intra-op threads = max(1, round(cpus_per_actor))."""
     gpus_per_actor: float | None = None
-    """GPUs per actor; default 1 when the cluster has GPUs (CUDA provider), else 0."""
+    """GPUs per actor; default 0.25 when the cluster has GPUs (CUDA provider), else 0: each actor
+    also reads and validates its items on its own CPU, so 4 actors share a GPU and keep it busy
+    while one of them is reading."""
     slice_rows: int = 4096
     """Records per work item of a Parquet row group (an actor reads, scores and stages one
     item at a time; commits stay per unit)."""
@@ -239,7 +242,7 @@ def _resources(opts: ScoreOptions) -> tuple[int, float, float]:
 
     res = ray.cluster_resources()
     gpus = float(res.get("GPU", 0))
-    gpa = opts.gpus_per_actor if opts.gpus_per_actor is not None else (1.0 if gpus >= 1 else 0.0)
+    gpa = opts.gpus_per_actor if opts.gpus_per_actor is not None else (GPU_SHARE if gpus >= 1 else 0.0)
     if opts.actors:
         actors = opts.actors
     elif gpa > 0:
