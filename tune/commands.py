@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         max_concurrent: Annotated[int, typer.Option(help="Trials at once.")] = 2,
         search: Annotated[str, typer.Option(help="random | optuna.")] = "random",
         space: Annotated[Optional[Path], typer.Option(help="Search space file (JSON/YAML) overriding the defaults.")] = None,
-        grace_period: Annotated[int, typer.Option(help="ASHA: epochs before a trial can be stopped.")] = 3,
+        grace_period: Annotated[int, typer.Option(help="ASHA: epochs before a trial can be stopped (past the cosine warm-up: a warming-up trial looks weak).")] = 10,
+        include_base: Annotated[bool, typer.Option("--include-base/--no-include-base", help="Evaluate the base config (the defaults, or --config) as the first trial.")] = True,
         measure_cost: Annotated[bool, typer.Option("--measure-cost/--no-measure-cost", help="Time each trial's ONNX scoring cost.")] = True,
         address: Annotated[Optional[str], typer.Option(help="Ray cluster address; default: start a local Ray.")] = None,
     ) -> None:
@@ -40,7 +41,7 @@ def register(app: typer.Typer) -> None:
             summary = run_tune(base, data, str(out), trials=trials, max_epochs=max_epochs, workers_per_trial=workers_per_trial,
                                cpus_per_worker=cpus_per_worker, max_concurrent=max_concurrent, search=search,
                                space_path=str(space) if space else None, grace_period=grace_period,
-                               measure_cost=measure_cost, address=address)
+                               include_base=include_base, measure_cost=measure_cost, address=address)
             typer.echo(json.dumps(summary, default=str))
 
         _run(body)

@@ -1,7 +1,9 @@
 """Scoring cost of an architecture: ONNX Runtime docs/s on this machine.
 
-Throughput depends on the architecture and the text lengths, not on the weights, so a model
-with random weights is exported and timed on realistic lengths.
+fp32 throughput depends on the architecture and the text lengths, not on the weights; int8
+throughput does depend on them (calibrated activation ranges decide the quantized graph), so
+a tuning trial is timed with its own trained weights, calibrated on real training texts.
+Without weights/texts, a model with random weights is timed on random texts of realistic lengths.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ import numpy as np
 
 
 def onnx_docs_per_s(model_cfg, vocab_size: int, num_labels: int, lengths: np.ndarray, threads: int | None = None,
-                    batch_size: int = 256, seconds: float = 2.0, int8: bool = False) -> float:
-    """Docs/s of ONNX Runtime on length-bucketed batches of the given text lengths."""
+                    batch_size: int = 256, seconds: float = 2.0, int8: bool = False, state_dict: dict | None = None,
+                    vocab=None, calibration_texts: list[str] | None = None) -> float:
+    """Docs/s of ONNX Runtime on length-bucketed batches of the given text lengths.
+
+    With ``state_dict`` (and the ``vocab`` and ``calibration_texts`` for int8), the trained model
+    is timed; otherwise random weights."""
     import torch
 
     from tagging.batching import bucket_order
@@ -26,6 +32,8 @@ def onnx_docs_per_s(model_cfg, vocab_size: int, num_labels: int, lengths: np.nda
     threads = threads or os.cpu_count() or 1
     torch.manual_seed(0)
     model = CharCNN(vocab_size, num_labels, model_cfg).eval()
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
     rng = np.random.default_rng(0)
     lengths = np.minimum(np.asarray(lengths), model_cfg.max_length)
     batches = []
@@ -39,7 +47,7 @@ def onnx_docs_per_s(model_cfg, vocab_size: int, num_labels: int, lengths: np.nda
         path = Path(d) / "m.onnx"
         export_onnx(model, path)
         if int8:
-            path = _quantize(path, batches, Path(d), vocab_size, model_cfg.max_length)
+            path = _quantize(path, batches, Path(d), vocab_size, model_cfg.max_length, vocab, calibration_texts)
         sess = session(path, threads=threads, providers=["CPUExecutionProvider"])
         for ids in batches[:2]:
             sess.run(None, {"ids": ids})
@@ -51,17 +59,19 @@ def onnx_docs_per_s(model_cfg, vocab_size: int, num_labels: int, lengths: np.nda
         return done / (time.perf_counter() - t0)
 
 
-def _quantize(path: Path, batches: list[np.ndarray], workdir: Path, vocab_size: int, max_length: int) -> Path | None:
+def _quantize(path: Path, batches: list[np.ndarray], workdir: Path, vocab_size: int, max_length: int, vocab=None,
+              texts: list[str] | None = None) -> Path | None:
     """Static QDQ int8 with serve_batch's quantizer (the one `tagging quantize` uses)."""
     from types import SimpleNamespace
 
     from serve_batch.quantize import quantize_model
     from tagging.vocab import CharVocab
 
-    chars = tuple(chr(c) for c in range(0x61, 0x61 + max(1, vocab_size - 2)))  # any vocabulary of the same size
-    vocab = CharVocab(chars)
-    rng = np.random.default_rng(1)
-    texts = ["".join(rng.choice(list(chars), size=int(b.shape[1]))) for b in batches[:8]]
+    if vocab is None or not texts:
+        chars = tuple(chr(c) for c in range(0x61, 0x61 + max(1, vocab_size - 2)))  # any vocabulary of the same size
+        vocab = CharVocab(chars)
+        rng = np.random.default_rng(1)
+        texts = ["".join(rng.choice(list(chars), size=int(b.shape[1]))) for b in batches[:8]]
     out = workdir / "m.int8.onnx"
     quantize_model(SimpleNamespace(vocab=vocab, max_length=max_length), path, out, texts)
     return out

@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from tagging.config import TrainConfig, from_dict, merge, to_dict
-from tune.space import NEEDS_TAGS_FILE, THRESHOLD_SPACE, load_space, to_tune
+from tune.space import NEEDS_TAGS_FILE, THRESHOLD_SPACE, base_point, load_space, to_tune
 
-RESULT_COLUMNS = ["trial", "val_f1", "epochs", "seconds", "parameters", "docs_per_s_fp32", "docs_per_s_int8", "stopped_early", "params"]
+RESULT_COLUMNS = ["trial", "val_f1", "epochs", "seconds", "parameters", "docs_per_s_fp32", "docs_per_s_int8", "stopped_early",
+                  "base", "params"]
 
 
 def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str) -> None:
@@ -59,6 +60,25 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return ckpts[-1]
 
 
+def _same(a, b) -> bool:
+    a = tuple(a) if isinstance(a, list) else a
+    b = tuple(b) if isinstance(b, list) else b
+    return a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) < 1e-12)
+
+
+def _trial_weights(run_dir: Path) -> dict | None:
+    """A trial's best weights (its latest checkpoint's early-stopping copy), None if unreadable."""
+    import ray.train
+
+    from tagging.dist.train import load_checkpoint_state
+
+    try:
+        state = load_checkpoint_state(ray.train.Checkpoint.from_directory(str(latest_checkpoint(run_dir))))
+    except Exception:  # noqa: BLE001 - a trial without a readable checkpoint is timed with random weights
+        return None
+    return state["early_stopping"].get("best_state") or state["model"]
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated in (quality, speed), both to maximize."""
     front = []
@@ -80,7 +100,8 @@ def run_tune(
     max_concurrent: int = 2,
     search: str = "random",
     space_path: str | None = None,
-    grace_period: int = 3,
+    grace_period: int = 10,
+    include_base: bool = True,
     measure_cost: bool = True,
     address: str | None = None,
     log: Callable[[str], None] = print,
@@ -116,14 +137,23 @@ def run_tune(
     fixed = {"workers": workers_per_trial, "cpus_per_worker": cpus_per_worker, "max_epochs": max_epochs,
              "threads_per_worker": max(1, int(cpus_per_worker)), "max_failures": 0}
     base_dict = merge(to_dict(base), fixed)
+    start = base_point(space, base_dict) if include_base else None
+    points = [start] if start else None
     search_alg = None
     if search == "optuna":
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = ConcurrencyLimiter(OptunaSearch(seed=base.seed), max_concurrent=max_concurrent)
+        search_alg = ConcurrencyLimiter(OptunaSearch(seed=base.seed, points_to_evaluate=points), max_concurrent=max_concurrent)
     elif search != "random":
         raise ValueError(f"--search must be random or optuna, not {search!r}")
+    elif points:
+        from ray.tune.search import BasicVariantGenerator
+
+        # explicit generator: it needs max_concurrent itself (Tune ignores max_concurrent_trials then)
+        search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent, random_state=base.seed)
+    if start:
+        log(f"[tune] first trial: the base config {start}")
     trainable = tune.with_resources(
         tune.with_parameters(_trial, prepared=prepared, base=base_dict, storage=storage, experiment=experiment),
         {"CPU": 0.01},
@@ -144,6 +174,7 @@ def run_tune(
     train_df = prepared.split("train")
     vocab = CharVocab.fit(train_df["text"])
     lengths = prepared.split("val")["length"].to_numpy()
+    calibration = train_df["text"].sample(n=min(512, len(train_df)), random_state=base.seed).tolist()
     rows = []
     for result in grid:
         if result.error or not result.metrics:
@@ -158,13 +189,16 @@ def run_tune(
             "parameters": count_parameters(CharCNN(vocab.size, len(prepared.labels), cfg.model)),
             "docs_per_s_fp32": np.nan, "docs_per_s_int8": np.nan,
             "stopped_early": bool(epochs < max_epochs and not result.metrics.get("stopped", False)),
+            "base": bool(start) and all(_same(params.get(k), v) for k, v in start.items()),
             "params": json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in sorted(params.items())}),
         }
         if measure_cost:
             from tune.cost import onnx_docs_per_s
 
-            row["docs_per_s_fp32"] = onnx_docs_per_s(cfg.model, vocab.size, len(prepared.labels), lengths)
-            row["docs_per_s_int8"] = onnx_docs_per_s(cfg.model, vocab.size, len(prepared.labels), lengths, int8=True)
+            weights = _trial_weights(Path(storage) / f"{experiment}-{row['trial']}")
+            row["docs_per_s_fp32"] = onnx_docs_per_s(cfg.model, vocab.size, len(prepared.labels), lengths, state_dict=weights)
+            row["docs_per_s_int8"] = onnx_docs_per_s(cfg.model, vocab.size, len(prepared.labels), lengths, int8=True,
+                                                     state_dict=weights, vocab=vocab, calibration_texts=calibration)
         rows.append(row)
     if not rows:
         raise RuntimeError("every tuning trial failed")
@@ -221,7 +255,8 @@ def _markdown(board: pd.DataFrame) -> str:
     lines = ["| trial | val F1 | epochs | seconds | parameters | docs/s fp32 | docs/s int8 | stopped early | params |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in board.itertuples():
-        lines.append(f"| {r.trial} | {r.val_f1:.4f} | {r.epochs} | {r.seconds:.0f} | {r.parameters:,} | {r.docs_per_s_fp32:.0f} | "
+        name = f"{r.trial} (base config)" if r.base else r.trial
+        lines.append(f"| {name} | {r.val_f1:.4f} | {r.epochs} | {r.seconds:.0f} | {r.parameters:,} | {r.docs_per_s_fp32:.0f} | "
                      f"{r.docs_per_s_int8:.0f} | {r.stopped_early} | `{r.params}` |")
     return "\n".join(lines) + "\n"
 
