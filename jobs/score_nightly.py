@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     p.add_argument("--actors", type=int, default=None, help="default: 4 per GPU (0.25 GPU each), else one per CPU")
     p.add_argument("--cpus-per-actor", type=float, default=0.75)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--address", default=None, help="default: RAY_ADDRESS, else a local Ray")

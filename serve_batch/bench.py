@@ -4,13 +4,16 @@ Measured in one run, same model, same rows:
 
 * ceiling: one process, ONNX Runtime over pre-encoded length-bucketed batches in a tight loop,
   intra-op threads = the pipeline's actors x threads per actor (all the cores the pipeline
-  scores with); fp32 and int8.
+  scores with); fp32 and int8. Also the per-core ceiling: one 1-thread process per actor, all
+  at once, each over its share of the rows -- the actors' own configuration without reading,
+  writing or Ray (for int8 it is far above the 2-thread single process here).
 * pipeline: `tagging score` file to file (Parquet in -> part files, rejects, summary, _SUCCESS)
   in a subprocess with its own local Ray; docs/s = rows / the run's pipeline time (from the
   first read to _SUCCESS, Ray's own start-up excluded; the wall time incl. start-up is also
   reported); fp32 and int8.
 * peak RSS of the pipeline's whole process tree (driver, Ray's processes and workers), sampled
-  every 0.2 s, at N and N x scale rows (same unit size, so a streaming pipeline stays flat).
+  every 0.2 s (PSS every 2 s: reading it is costly), at N and N x scale rows (same unit size,
+  so a streaming pipeline stays flat).
 * F1 of fp32 and int8 against the generated rows' tags (the artifact's thresholds).
 """
 
@@ -74,11 +77,16 @@ class _RssSampler:
     it, so the RSS sum overstates the total; the PSS sum is the fair total. Both are reported.
     """
 
-    def __init__(self, pid: int, interval: float = 0.2) -> None:
+    def __init__(self, pid: int, interval: float = 0.2, pss_every: int = 10) -> None:
         import psutil
 
         self.proc = psutil.Process(pid)
         self.interval = interval
+        # PSS reads /proc/PID/smaps_rollup, which walks each process's page tables: for ~20 Ray
+        # processes every 0.2 s that took ~1/3 of a core from the run being measured. So PSS is
+        # read every ``pss_every``-th sample only; RSS (statm) and CPU times (stat) are cheap.
+        self.pss_every = pss_every
+        self._n = 0
         self.peak = self.peak_pss = self.peak_driver = 0
         self._cpu: dict[int, float] = {}  # pid -> CPU seconds seen so far
         self.cpu_by_role: dict[str, float] = {}
@@ -93,10 +101,13 @@ class _RssSampler:
             try:
                 procs = [self.proc] + self.proc.children(recursive=True)
                 rss = pss = 0
+                with_pss = self._n % self.pss_every == 0
+                self._n += 1
                 for p in procs:
                     try:
                         rss += p.memory_info().rss
-                        pss += _pss(p.pid)
+                        if with_pss:
+                            pss += _pss(p.pid)
                         t = p.cpu_times()
                         cpu = t.user + t.system
                         role = _role(p, self.proc.pid)
@@ -105,7 +116,8 @@ class _RssSampler:
                     except psutil.Error:
                         pass
                 self.peak = max(self.peak, rss)
-                self.peak_pss = max(self.peak_pss, pss)
+                if with_pss:
+                    self.peak_pss = max(self.peak_pss, pss)
                 self.peak_driver = max(self.peak_driver, self.proc.memory_info().rss)
             except psutil.Error:
                 pass
@@ -161,7 +173,43 @@ def ceiling(art, precision: str, texts: list[str], threads: int, batch_size: int
             "load_1m_after": round(os.getloadavg()[0], 2)}, probs
 
 
-def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int = 20_000, batch_size: int = 256,
+def _ceiling_worker(model: str, precision: str, texts: list[str], batch_size: int, barrier, queue) -> None:
+    """One process of the per-core ceiling: 1 thread, its share of pre-encoded batches, timed
+    from a barrier that every process passes once warmed up."""
+    from serve_batch.scorer import OnnxScorer
+    from tagging.artifact import load_artifact
+
+    scorer = OnnxScorer(load_artifact(model), precision, threads=1, batch_size=batch_size)
+    batches = scorer.encode_batches(texts)
+    scorer.run_ids(batches[len(batches) // 2][1])
+    barrier.wait()
+    t0 = time.perf_counter()
+    for _, ids in batches:
+        scorer.run_ids(ids)
+    queue.put((len(texts), time.perf_counter() - t0))
+
+
+def ceiling_per_core(model: str, precision: str, texts: list[str], processes: int, batch_size: int, log) -> dict:
+    """ONNX Runtime alone, one 1-thread process per actor running at the same time (the rows split
+    evenly): what the actors' sessions could do with no reading, writing or Ray around them."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_ceiling_worker, args=(model, precision, texts[k::processes], batch_size, barrier, queue))
+             for k in range(processes)]
+    for p in procs:
+        p.start()
+    done = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    rows, slowest = sum(n for n, _ in done), max(dt for _, dt in done)
+    log(f"ceiling {precision} per core ({processes} processes x 1 thread): {rows / slowest:.0f} docs/s ({slowest:.1f}s)")
+    return {"precision": precision, "processes": processes, "seconds": slowest, "docs_per_s": rows / slowest,
+            "load_1m_after": round(os.getloadavg()[0], 2)}
+
+
+def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int = 20_000, batch_size: int = 64,
                 actors: int | None = None, cpus_per_actor: float = 0.75, rss_precision: str | None = None,
                 work_dir: str | None = None, seed: int = 7, log=print) -> dict:
     from tagging.artifact import load_artifact
@@ -197,10 +245,11 @@ def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int
                     "rows": rows, "scale": scale, "unit_rows": unit_rows, "batch_size": batch_size,
                     "actors": n_actors, "cpus_per_actor": cpus_per_actor, "ceiling_threads": threads,
                     "cpus": os.cpu_count(), "load_avg_before": [round(x, 2) for x in load_before]}
-    ceil, f1 = {}, {}
+    ceil, per_core, f1 = {}, {}, {}
     for p in precisions:
         ceil[p], probs = ceiling(art, p, texts, threads, batch_size, log)
         f1[p] = weighted_f1(y, apply_thresholds(probs, art.thresholds))
+        per_core[p] = ceiling_per_core(str(art.path), p, texts, n_actors, batch_size, log)
     pipe = {p: run_pipeline(str(art.path), work / "in-1x", work / f"out-{p}-1x", p, batch_size, actors,
                             cpus_per_actor, log) for p in precisions}
     _write_inputs(df, work / f"in-{scale}x", unit_rows, copies=scale)
@@ -217,6 +266,8 @@ def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int
         "int8_pipeline_over_ceiling": pipe["int8"]["docs_per_s"] / ceil["int8"]["docs_per_s"] if has_int8 else None,
         "int8_over_fp32": pipe["int8"]["docs_per_s"] / pipe["fp32"]["docs_per_s"] if has_int8 else None,
         "int8_ceiling_over_fp32_ceiling": ceil["int8"]["docs_per_s"] / ceil["fp32"]["docs_per_s"] if has_int8 else None,
+        "ceiling_per_core_docs_per_s": {p: per_core[p]["docs_per_s"] for p in precisions},
+        "pipeline_over_ceiling_per_core": {p: pipe[p]["docs_per_s"] / per_core[p]["docs_per_s"] for p in precisions},
         "f1_fp32": f1["fp32"],
         "f1_int8": f1.get("int8"),
         "int8_f1_delta": f1["int8"] - f1["fp32"] if has_int8 else None,
@@ -226,7 +277,7 @@ def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int
         "rss_10x_mb": big["peak_rss_mb"],
         "rss_10x_over_1x": big["peak_rss_mb"] / pipe[rss_precision]["peak_rss_mb"],
         "pss_10x_over_1x": big["peak_pss_mb"] / pipe[rss_precision]["peak_pss_mb"],
-        "ceiling": ceil, "pipeline": pipe, "pipeline_scaled": big,
+        "ceiling": ceil, "ceiling_per_core": per_core, "pipeline": pipe, "pipeline_scaled": big,
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "work_dir": str(work),
     })
@@ -246,12 +297,17 @@ def format_table(r: dict) -> str:
         f1 = r["f1_fp32"] if p == "fp32" else r["f1_int8"]
         lines.append(f"{'ceiling ' + p:28}{c['docs_per_s']:>10.0f}{'':>11}{'':>14}{'':>9}{f1:>8.4f}"
                      f"{c['load_1m_after']:>6.1f}")
+        k = r["ceiling_per_core"][p]
+        lines.append(f"{'  per core (' + str(k['processes']) + ' x 1 thread)':28}{k['docs_per_s']:>10.0f}{'':>11}{'':>14}{'':>9}"
+                     f"{'':>8}{k['load_1m_after']:>6.1f}")
         lines.append(f"{'pipeline ' + p + ' (N)':28}{q['docs_per_s']:>10.0f}{q['docs_per_s'] / c['docs_per_s']:>11.2f}"
                      f"{q['peak_rss_mb']:>14.0f}{q['peak_pss_mb']:>9.0f}{'':>8}{q['load_1m_after']:>6.1f}")
     b = r["pipeline_scaled"]
     lines.append(f"{'pipeline ' + r['rss_precision'] + ' (' + str(r['scale']) + 'N)':28}{b['docs_per_s']:>10.0f}{'':>11}"
                  f"{b['peak_rss_mb']:>14.0f}{b['peak_pss_mb']:>9.0f}{'':>8}{b['load_1m_after']:>6.1f}")
-    lines.append(f"pipeline/ceiling {r['pipeline_over_ceiling']:.2f}; RSS {r['scale']}N/N {r['rss_10x_over_1x']:.2f} "
+    pc = r["pipeline_over_ceiling_per_core"]
+    lines.append(f"pipeline/ceiling {r['pipeline_over_ceiling']:.2f} (per-core ceiling: "
+                 + ", ".join(f"{p} {v:.2f}" for p, v in pc.items()) + f"); RSS {r['scale']}N/N {r['rss_10x_over_1x']:.2f} "
                  f"(PSS {r['pss_10x_over_1x']:.2f})"
                  + (f"; int8/fp32 pipeline {r['int8_over_fp32']:.2f} (ceiling {r['int8_ceiling_over_fp32_ceiling']:.2f}),"
                     f" int8 F1 delta {r['int8_f1_delta']:+.4f}" if r.get("int8_over_fp32") else ""))

@@ -18,7 +18,7 @@ from tagging.batching import bucket_order
 from tagging.export import session, sigmoid
 from tagging.thresholds import apply_thresholds
 
-DEFAULT_BATCH_SIZE = 256
+DEFAULT_BATCH_SIZE = 64  # 1-thread fp32 ONNX Runtime: 2,861 docs/s at 64 vs 2,518 at 256 (activations stay in cache)
 
 SCORED_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),

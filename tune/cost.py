@@ -17,7 +17,7 @@ import numpy as np
 
 
 def onnx_docs_per_s(model_cfg, vocab_size: int, num_labels: int, lengths: np.ndarray, threads: int | None = None,
-                    batch_size: int = 256, seconds: float = 2.0, int8: bool = False, state_dict: dict | None = None,
+                    batch_size: int = 64, seconds: float = 2.0, int8: bool = False, state_dict: dict | None = None,
                     vocab=None, calibration_texts: list[str] | None = None) -> float:
     """Docs/s of ONNX Runtime on length-bucketed batches of the given text lengths.
 
