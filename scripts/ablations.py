@@ -138,7 +138,6 @@ def alias_examples(data, rng):
             forms = [r["tag"].replace("-", " ")] + list(r.get("aliases") or [])
             items.append((forms, y))
         _ALIAS = items
-    tt = data["train"][0]
     out_t, out_y = [], []
     for forms, y in _ALIAS:
         f = forms[rng.integers(len(forms))].lower()
@@ -159,7 +158,6 @@ def predict(model, texts, vocab, maxlen, bs=256):
 
 def teacher_probs(data, texts_list):
     from tagging.baselines import make_vectorizer
-    from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.svm import LinearSVC
     tr_t, tr_y = data["train"]
@@ -180,7 +178,6 @@ def run(args, seed):
                 args.emb_drop, args.feat_drop)
     loss_fn = make_loss(yt.sum(0), len(yt), args.imbalance)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
-    steps_per_epoch = -(-len(tt) // args.bs)
     if args.sched == "cosine":
         sched = None
     elif args.sched == "cosep":

@@ -13,7 +13,6 @@ the id / tags / reason columns it reads back from the committed files.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sys
 import time
 import uuid

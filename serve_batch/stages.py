@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import posixpath
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 

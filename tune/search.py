@@ -114,7 +114,6 @@ def run_tune(
     from tagging.dist.runtime import init_ray
     from tagging.dist.train import load_checkpoint_state
     from tagging.dist.training import finalize_artifact, prepare_with_ray
-    from tagging.thresholds import fit_thresholds
     from tagging.train_loop import predict_texts
     from tagging.model import CharCNN, count_parameters
     from tagging.vocab import CharVocab

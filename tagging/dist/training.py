@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tagging.artifact import Artifact, save_artifact, sha256_file, update_manifest
+from tagging.artifact import Artifact, save_artifact, update_manifest
 from tagging.augment import alias_table_for
 from tagging.config import TrainConfig, to_dict
 from tagging.dataset import Prepared, prepare, summary_line
