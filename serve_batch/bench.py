@@ -211,7 +211,7 @@ def ceiling_per_core(model: str, precision: str, texts: list[str], processes: in
 
 def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int = 20_000, batch_size: int = 64,
                 actors: int | None = None, cpus_per_actor: float = 0.75, rss_precision: str | None = None,
-                work_dir: str | None = None, seed: int = 7, log=print) -> dict:
+                work_dir: str | None = None, seed: int = 7, ceiling_repeats: int = 2, log=print) -> dict:
     from tagging.artifact import load_artifact
     from serve_batch.quantize import tag_index
     from tagging.metrics import weighted_f1
@@ -247,7 +247,11 @@ def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int
                     "cpus": os.cpu_count(), "load_avg_before": [round(x, 2) for x in load_before]}
     ceil, per_core, f1 = {}, {}, {}
     for p in precisions:
-        ceil[p], probs = ceiling(art, p, texts, threads, batch_size, log)
+        # The 2-thread single-process loop moves by ~10% from run to run here: the best of
+        # ``ceiling_repeats`` runs is the ceiling (the stricter reference for the pipeline).
+        runs = [ceiling(art, p, texts, threads, batch_size, log) for _ in range(max(1, ceiling_repeats))]
+        ceil[p], probs = max(runs, key=lambda r: r[0]["docs_per_s"])
+        ceil[p]["runs_docs_per_s"] = [round(r[0]["docs_per_s"], 1) for r in runs]
         f1[p] = weighted_f1(y, apply_thresholds(probs, art.thresholds))
         per_core[p] = ceiling_per_core(str(art.path), p, texts, n_actors, batch_size, log)
     pipe = {p: run_pipeline(str(art.path), work / "in-1x", work / f"out-{p}-1x", p, batch_size, actors,

@@ -91,6 +91,7 @@ def bench_score(
     rss_precision: Annotated[Optional[str], typer.Option(help="Precision of the N and N x scale RSS runs.", show_default="int8 if accepted, else fp32")] = None,
     work_dir: Annotated[Optional[Path], typer.Option(help="Where generated data and outputs go.", show_default="a temporary directory")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated rows.")] = 7,
+    ceiling_repeats: Annotated[int, typer.Option(help="Runs of each single-process ceiling; the best is the ceiling.")] = 2,
 ) -> None:
     """Throughput of the raw ONNX Runtime ceiling vs the full pipeline, fp32 vs int8, and peak RSS at N and 10N rows."""
 
@@ -99,7 +100,7 @@ def bench_score(
 
         result = run(str(model), rows=rows, scale=scale, unit_rows=unit_rows, batch_size=batch_size, actors=actors,
                      cpus_per_actor=cpus_per_actor, rss_precision=rss_precision,
-                     work_dir=str(work_dir) if work_dir else None, seed=seed, log=lambda m: typer.echo(m, err=True))
+                     work_dir=str(work_dir) if work_dir else None, seed=seed, ceiling_repeats=ceiling_repeats, log=lambda m: typer.echo(m, err=True))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
         typer.echo(result["table"])
