@@ -107,9 +107,9 @@ class Artifact:
     def load_model(self):
         import torch
 
-        from tagging.model import CharCNN
+        from tagging.model import build_model
 
-        model = CharCNN(self.vocab.size, len(self.labels), self.config.model)
+        model = build_model(self.vocab.size, len(self.labels), self.config.model)
         state = torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         model.eval()

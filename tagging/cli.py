@@ -75,6 +75,7 @@ def train(
     lr_schedule: Annotated[Optional[str], typer.Option(help="cosine (warm-up, then decay to 0 at --max-epochs) | plateau.")] = None,
     concat_rate: Annotated[Optional[float], typer.Option(help="Concatenation augmentation: extra joined rows per row and epoch (0 = off).")] = None,
     alias_examples: Annotated[Optional[bool], typer.Option("--alias-examples/--no-alias-examples", help="Also train on the tags file's names (needs --tags).")] = None,
+    ensemble: Annotated[Optional[int], typer.Option(help="Train K models (seeds seed..seed+K-1) and export their averaged probabilities as one model (K x scoring cost).")] = None,
     run_name: Annotated[Optional[str], typer.Option(help="Run name; rerun with the same name to resume a killed run.")] = None,
     storage: Annotated[str, typer.Option(help="Checkpoint storage path or URI.")] = "runs",
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address; default: start a local Ray.")] = None,
@@ -89,7 +90,7 @@ def train(
         "learning_rate": lr, "seed": seed, "model.embedding_dim": embedding_dim, "model.num_filters": num_filters,
         "model.filter_widths": filter_widths, "model.hidden_dim": hidden_dim, "model.dropout": dropout,
         "model.max_length": max_length, "imbalance": imbalance, "lr_schedule": lr_schedule, "concat_rate": concat_rate,
-        "alias_examples": alias_examples,
+        "alias_examples": alias_examples, "model.ensemble": ensemble,
     }
 
     def body():

@@ -67,6 +67,9 @@ class ModelConfig:
     """Texts are truncated to this many characters (truncations are counted)."""
     batch_norm: bool = False
     """BatchNorm1d after each convolution (before ReLU): much faster convergence on small data."""
+    ensemble: int = 1
+    """Members of a seed ensemble: K models trained with seeds seed..seed+K-1 on the same split,
+    their probabilities averaged in one exported graph (K times the scoring cost)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ def validate(cfg: TrainConfig) -> None:
         ("model.hidden_dim", m.hidden_dim > 0),
         ("model.dropout", 0 <= m.dropout < 1),
         ("model.max_length", m.max_length > 0),
+        ("model.ensemble", 1 <= m.ensemble <= 16),
         ("batch_size", cfg.batch_size > 0),
         ("learning_rate", cfg.learning_rate > 0),
         ("weight_decay", cfg.weight_decay >= 0),

@@ -15,6 +15,11 @@ pattern of the hidden layer is fixed. So for this text
 with ``on`` the active hidden units. ``h[i] * W_eff[c, i]`` (= activation x gradient) is filter
 ``i``'s share of tag ``c``'s logit. Filters whose maxima sit on the same span are summed, so the
 n-gram contributions plus ``bias`` (= ``b_eff``) add up exactly to the logit.
+
+An ensemble averages its members' probabilities. Each member is explained exactly as above;
+an n-gram's contribution is the mean of its contributions over the members, so contributions
+plus ``bias`` add up exactly to the members' mean logit (``logit``); ``probability`` is the
+ensemble's own (the mean of the members' probabilities).
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ class Explainer:
 
     def __init__(self, artifact: Artifact | str) -> None:
         self.art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+        from tagging.model import members
+
         self.model = self.art.load_model()
+        self.members = members(self.model)
         self.widths = list(self.art.config.model.filter_widths)
         self.num_filters = self.art.config.model.num_filters
 
@@ -41,20 +49,21 @@ class Explainer:
         cfg = self.art.config.data
         return normalize(text, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords)[: self.art.max_length]
 
-    def features(self, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For a normalized text: pooled activations h, float [D]; their positions, int [D];
-        and the logits, float [labels] (D = filters x widths, ordered width by width)."""
+    def features(self, text: str, member: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For a normalized text and one (ensemble member) CharCNN: pooled activations h, float [D];
+        their positions, int [D]; and its logits, float [labels] (D = filters x widths, ordered
+        width by width)."""
         import torch
         import torch.nn.functional as F
 
         from tagging.train_loop import encode_batch
 
-        m = self.model
+        m = self.members[member]
         ids = encode_batch([text], self.art.vocab, self.art.max_length, multiple=1)  # int64 [1, L], unpadded
         with torch.no_grad():
             x = m.embedding(ids).transpose(1, 2)  # [1, E, L]
             acts, where = [], []
-            for conv, norm, pad in zip(m.convs, self.norms(), m.pads):
+            for conv, norm, pad in zip(m.convs, self.norms(member), m.pads):
                 z = F.relu(norm(conv(F.pad(x, pad))))[0].numpy()  # [F, L]; one unpadded text: all positions valid
                 pos = z.argmax(axis=1)  # first maximum
                 acts.append(z[np.arange(len(pos)), pos])
@@ -62,18 +71,19 @@ class Explainer:
             logits = m(ids)[0].double().numpy()
         return np.concatenate(acts).astype(np.float64), np.concatenate(where), logits
 
-    def norms(self) -> list:
+    def norms(self, member: int = 0) -> list:
         """The per-width modules between convolution and ReLU (BatchNorm in eval mode, or identity)."""
         import torch.nn as nn
 
-        return list(getattr(self.model, "norms", [nn.Identity()] * len(self.widths)))
+        return list(getattr(self.members[member], "norms", [nn.Identity()] * len(self.widths)))
 
-    def linearize(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def linearize(self, h: np.ndarray, member: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(W_eff float [labels, D], b_eff float [labels]) of fc2(relu(fc1(h))) at this h."""
-        w1 = self.model.fc1.weight.detach().double().numpy()
-        b1 = self.model.fc1.bias.detach().double().numpy()
-        w2 = self.model.fc2.weight.detach().double().numpy()
-        b2 = self.model.fc2.bias.detach().double().numpy()
+        m = self.members[member]
+        w1 = m.fc1.weight.detach().double().numpy()
+        b1 = m.fc1.bias.detach().double().numpy()
+        w2 = m.fc2.weight.detach().double().numpy()
+        b2 = m.fc2.bias.detach().double().numpy()
         on = (w1 @ h + b1) > 0
         return w2[:, on] @ w1[on, :], w2[:, on] @ b1[on] + b2
 
@@ -93,11 +103,16 @@ class Explainer:
         clean = self.normalize(text)
         if not clean:
             raise ValueError("nothing to explain: the text is empty after normalization")
-        h, pos, logits = self.features(clean)
-        w_eff, b_eff = self.linearize(h)
-        if not np.allclose(w_eff @ h + b_eff, logits, atol=1e-4):
-            raise RuntimeError("explain: the model's forward pass differs from the explained one (model changed?)")
-        probs = 1.0 / (1.0 + np.exp(-logits))
+        parts = []  # per member: (h, w_eff, spans, logits, b_eff)
+        for k in range(len(self.members)):
+            h, pos, logits = self.features(clean, k)
+            w_eff, b_eff = self.linearize(h, k)
+            if not np.allclose(w_eff @ h + b_eff, logits, atol=1e-4):
+                raise RuntimeError("explain: the model's forward pass differs from the explained one (model changed?)")
+            parts.append((h, w_eff, [self.span(i, int(p), len(clean)) for i, p in enumerate(pos)], logits, b_eff))
+        probs = np.mean([1.0 / (1.0 + np.exp(-p[3])) for p in parts], axis=0)
+        logits = np.mean([p[3] for p in parts], axis=0)
+        b_eff = np.mean([p[4] for p in parts], axis=0)
         labels = list(self.art.labels.labels)
         if tags is None:
             chosen = [i for i in range(len(labels)) if probs[i] >= self.art.thresholds[i]]
@@ -106,13 +121,13 @@ class Explainer:
             if unknown:
                 raise ValueError(f"tags not in the model's label space: {', '.join(unknown)}")
             chosen = [labels.index(t) for t in tags]
-        spans = [self.span(i, int(p), len(clean)) for i, p in enumerate(pos)]
         out = []
         for c in sorted(chosen, key=lambda i: (-probs[i], labels[i])):
-            contrib = h * w_eff[c]
             by_span: dict[tuple[int, int], list[float]] = {}
-            for i in np.flatnonzero(h > 0):
-                by_span.setdefault(spans[i], []).append(float(contrib[i]))
+            for h, w_eff, spans, _, _ in parts:
+                contrib = h * w_eff[c] / len(parts)
+                for i in np.flatnonzero(h > 0):
+                    by_span.setdefault(spans[i], []).append(float(contrib[i]))
             ranked = sorted(by_span.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
             ngrams = [{"ngram": clean[s:e], "start": s, "end": e, "contribution": round(sum(v), 4), "filters": len(v)}
                       for (s, e), v in ranked[:top_k] if sum(v) > 0]
@@ -120,7 +135,7 @@ class Explainer:
                         "threshold": round(float(self.art.thresholds[c]), 4),
                         "predicted": bool(probs[c] >= self.art.thresholds[c]),
                         "logit": round(float(logits[c]), 4), "bias": round(float(b_eff[c]), 4),
-                        "text": clean, "ngrams": ngrams})
+                        "text": clean, "members": len(parts), "ngrams": ngrams})
         return out
 
 
@@ -137,7 +152,7 @@ def format_explanation(text: str, items: list[dict]) -> str:
     for it in items:
         mark = ">=" if it["predicted"] else "<"
         lines.append(f"{it['tag']}: p={it['probability']:.3f} {mark} threshold {it['threshold']:.2f}; "
-                     f"logit {it['logit']:+.2f} = n-grams {it['logit'] - it['bias']:+.2f} + bias {it['bias']:+.2f}")
+                     f"{'mean member logit' if it.get('members', 1) > 1 else 'logit'} {it['logit']:+.2f} = n-grams {it['logit'] - it['bias']:+.2f} + bias {it['bias']:+.2f}")
         for g in it["ngrams"]:
             lines.append(f"  {g['contribution']:+7.3f}  {g['ngram']!r:<14} [{g['start']}:{g['end']}] "
                          f"{g['filters']} filter{'s' if g['filters'] != 1 else ''}")

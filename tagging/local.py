@@ -13,15 +13,18 @@ import pandas as pd
 
 from tagging.artifact import Artifact, save_artifact
 from tagging.augment import alias_table_for
+from dataclasses import replace
+
 from tagging.config import TrainConfig
 from tagging.dataset import Prepared, prepare
 from tagging.labels import TagIndex, read_labels_file
 from tagging.metrics import evaluate
-from tagging.model import count_parameters
+from tagging.model import assemble, count_parameters
 from tagging.readers import Reject, check_columns, plan_units, read_unit
 from tagging.thresholds import apply_thresholds, fit_thresholds
-from tagging.train_loop import fit_local, predict_texts
+from tagging.train_loop import fit_local, merged_history, predict_texts
 from tagging.vocab import CharVocab
+
 
 
 def read_rows_local(data: Sequence[str], cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -56,8 +59,11 @@ def train_local(data: Sequence[str], out: str, cfg: TrainConfig, model_version: 
     tr, va, te = p.split("train"), p.split("val"), p.split("test")
     vocab = CharVocab.fit(tr["text"])
     yt, yv, ye = (np.stack(d["y"].to_numpy()) for d in (tr, va, te))
-    model, history, stopper = fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, cfg, log=log,
-                                        aliases=alias_table_for(cfg, p.labels))
+    fits = [fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, replace(cfg, seed=cfg.seed + k), log=log,
+                      aliases=alias_table_for(cfg, p.labels)) for k in range(cfg.model.ensemble)]
+    model = assemble(vocab.size, yt.shape[1], cfg.model, [m.state_dict() for m, _, _ in fits])
+    history = merged_history([{"history": h} for _, h, _ in fits])
+    stopper = fits[0][2]
     pv = predict_texts(model, va["text"].tolist(), vocab, cfg.model.max_length)
     thresholds, global_t = fit_thresholds(yv, pv, cfg.threshold_min_support)
     pt = predict_texts(model, te["text"].tolist(), vocab, cfg.model.max_length)

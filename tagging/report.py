@@ -385,6 +385,7 @@ def build_report(model_dir: str | Path, out_dir: str | Path, data: Sequence[str]
                                   "num_samples": manifest_metrics["overall"].get("num_samples")}
         report["worst_classes"] = worst_classes(report["per_class"])
     history = art.read_json("history.json") if (art.path / "history.json").is_file() else []
+    history = [h for h in history if h.get("member", 0) == 0]  # an ensemble: its first member's curves
     best_epoch = (art.manifest.get("run") or {}).get("best_epoch")
     plots["training"] = plot_training(history, best_epoch)
     report["training"] = {"epochs": len(history), "best_epoch": best_epoch,

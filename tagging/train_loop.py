@@ -185,6 +185,15 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+def merged_history(states: Sequence[dict]) -> list[dict]:
+    """history.json of a run: member 0's epochs as they are; later ensemble members' epochs
+    follow, each record tagged ``member``."""
+    out = [dict(r) for r in states[0]["history"]]
+    for k, state in enumerate(states[1:], start=1):
+        out.extend({**r, "member": k} for r in state["history"])
+    return out
+
+
 def fit_local(
     train_texts: Sequence[str],
     y_train: np.ndarray,

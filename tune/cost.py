@@ -27,11 +27,11 @@ def onnx_docs_per_s(model_cfg, vocab_size: int, num_labels: int, lengths: np.nda
 
     from tagging.batching import bucket_order
     from tagging.export import export_onnx, session
-    from tagging.model import CharCNN
+    from tagging.model import build_model
 
     threads = threads or os.cpu_count() or 1
     torch.manual_seed(0)
-    model = CharCNN(vocab_size, num_labels, model_cfg).eval()
+    model = build_model(vocab_size, num_labels, model_cfg).eval()
     if state_dict is not None:
         model.load_state_dict(state_dict)
     rng = np.random.default_rng(0)

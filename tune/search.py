@@ -135,7 +135,9 @@ def run_tune(
             space.pop(key, None)
     fixed = {"workers": workers_per_trial, "cpus_per_worker": cpus_per_worker, "max_epochs": max_epochs,
              "threads_per_worker": max(1, int(cpus_per_worker)), "max_failures": 0}
-    base_dict = merge(to_dict(base), fixed)
+    # Trials are single models (an ensemble multiplies every trial's cost); train the best
+    # config with `tagging train --config best_config.json --ensemble K` for an ensemble.
+    base_dict = merge(to_dict(base), {**fixed, "model": {**fixed.get("model", {}), "ensemble": 1}})
     start = base_point(space, base_dict) if include_base else None
     points = [start] if start else None
     search_alg = None

@@ -18,11 +18,11 @@ from tagging.augment import alias_table_for
 from tagging.config import TrainConfig, to_dict
 from tagging.dataset import Prepared, prepare, summary_line
 from tagging.labels import TagIndex, read_labels_file
-from tagging.metrics import evaluate
-from tagging.model import CharCNN, count_parameters
+from tagging.metrics import evaluate, weighted_f1
+from tagging.model import assemble, count_parameters
 from tagging.readers import check_columns, plan_units
 from tagging.thresholds import apply_thresholds, fit_thresholds, select_policy
-from tagging.train_loop import predict_texts
+from tagging.train_loop import merged_history, predict_texts
 from tagging.vocab import CharVocab
 
 
@@ -111,13 +111,18 @@ def run_training(
     prepared = prepare_with_ray(cfg, data, log, units)
     vocab, loop_cfg, datasets, truncated = training_inputs(cfg, prepared)
     log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
-    trainer = build_trainer(cfg, {**loop_cfg, "run_dir": os.path.join(storage, run_name)}, datasets, run_name, storage)
-    log(f"[tagging] run {run_name}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{run_name}")
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"run {run_name} finished without a checkpoint")
-    state = load_checkpoint_state(result.checkpoint)
-    art = finalize_artifact(cfg, prepared, vocab, state, out, run_name, list(data), truncated,
+    states = []
+    for k in range(cfg.model.ensemble):
+        name = member_run_name(run_name, k)
+        member_loop = {**loop_cfg, "config": {**loop_cfg["config"], "seed": cfg.seed + k}, "run_dir": os.path.join(storage, name)}
+        trainer = build_trainer(cfg, member_loop, datasets, name, storage)
+        member = f" (ensemble member {k + 1} of {cfg.model.ensemble}, seed {cfg.seed + k})" if cfg.model.ensemble > 1 else ""
+        log(f"[tagging] run {name}{member}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{name}")
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"run {name} finished without a checkpoint")
+        states.append(load_checkpoint_state(result.checkpoint))
+    art = finalize_artifact(cfg, prepared, vocab, states, out, run_name, list(data), truncated,
                             {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
     rejects_path = art.path / "rejects.parquet"
     prepared.rejects.astype({"id": "string", "reason": "string", "source": "string", "raw": "string"}).to_parquet(rejects_path, index=False)
@@ -126,7 +131,12 @@ def run_training(
     return art
 
 
-def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, state: dict, out: str, run_name: str,
+def member_run_name(run_name: str, k: int) -> str:
+    """Ray Train run name of ensemble member ``k`` (member 0 keeps the run's own name)."""
+    return run_name if k == 0 else f"{run_name}-m{k}"
+
+
+def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, states: dict | list[dict], out: str, run_name: str,
                       inputs: list[str], truncated: dict, run_info: dict, log: Callable[[str], None] = print,
                       threshold_policy: dict | None = None) -> Artifact:
     """Best weights from a checkpoint state -> thresholds on val -> test metrics -> artifact (ONNX checked).
@@ -134,11 +144,12 @@ def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, st
     ``threshold_policy`` ({"min_support", "shrink"}) comes from the tuning threshold stage; by
     default it is chosen here by 5-fold cross-validation over the validation rows.
     """
-    stop_state = state["early_stopping"]
-    model = CharCNN(vocab.size, len(prepared.labels), cfg.model)
-    model.load_state_dict(stop_state["best_state"])
-    model.eval()
-    log(f"[tagging] best epoch {stop_state['best_epoch']} (val weighted F1 {stop_state['best_score']:.4f}) of {len(state['history'])} epochs")
+    states = [states] if isinstance(states, dict) else list(states)
+    stops = [s["early_stopping"] for s in states]
+    model = assemble(vocab.size, len(prepared.labels), cfg.model, [s["best_state"] for s in stops])
+    for k, (state, stop_state) in enumerate(zip(states, stops)):
+        member = f"member {k}: " if len(states) > 1 else ""
+        log(f"[tagging] {member}best epoch {stop_state['best_epoch']} (val weighted F1 {stop_state['best_score']:.4f}) of {len(state['history'])} epochs")
     val_df, test_df = prepared.split("val"), prepared.split("test")
     val_texts, test_texts = val_df["text"].tolist(), test_df["text"].tolist()
     y_val, y_test = np.stack(val_df["y"].to_numpy()), np.stack(test_df["y"].to_numpy())
@@ -151,15 +162,20 @@ def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, st
     metrics = evaluate(y_test, apply_thresholds(p_test, thresholds), prepared.labels.labels)
     metrics["global_threshold_f1"] = evaluate(y_test, apply_thresholds(p_test, np.full(len(thresholds), global_t)), prepared.labels.labels)["overall"]["f1"]
     metrics["split"] = "test"
+    if len(states) > 1:
+        metrics["val_f1_ensemble_global"] = weighted_f1(y_val, p_val >= global_t)
     log(f"[tagging] test weighted F1 {metrics['overall']['f1']:.4f} (per-class thresholds), "
         f"{metrics['global_threshold_f1']:.4f} (global {global_t:.2f}); macro F1 {metrics['overall']['macro_f1']:.4f}")
     return save_artifact(
-        out, config=cfg, labels=prepared.labels, vocab=vocab, state_dict=stop_state["best_state"], model=model,
+        out, config=cfg, labels=prepared.labels, vocab=vocab, state_dict=model.state_dict(), model=model,
         thresholds=thresholds, global_threshold=global_t, metrics=metrics,
-        splits=dict(zip(prepared.rows["id"], prepared.rows["split"])), history=state["history"],
+        splits=dict(zip(prepared.rows["id"], prepared.rows["split"])), history=merged_history(states),
         data_hash=prepared.data_hash, model_version=run_name, parity_texts=val_texts[:256],
         extra={
-            "run": {**run_info, "best_epoch": stop_state["best_epoch"], "epochs": len(state["history"])},
+            "run": {**run_info, "best_epoch": stops[0]["best_epoch"], "epochs": len(states[0]["history"]),
+                    **({"members": [{"run": member_run_name(run_name, k), "seed": cfg.seed + k, "best_epoch": st["best_epoch"],
+                                     "epochs": len(s["history"]), "best_val_f1": st["best_score"]}
+                                    for k, (s, st) in enumerate(zip(states, stops))]} if len(states) > 1 else {})},
             "data": {"inputs": inputs, **prepared.counts, "truncated": truncated},
             "threshold_policy": policy,
             "parameters": count_parameters(model),

@@ -12,12 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from tagging.artifact import load_artifact
+from tagging.model import members
 from tagging.readers import reason_kind
 
 pytestmark = pytest.mark.integration
@@ -107,15 +107,18 @@ def test_every_bad_row_is_accounted_for(trained, bad_inputs):
 
 
 def test_killed_run_resumes_when_rerun_with_the_same_name(tmp_path, synth_parquet):
+    """A 2-member ensemble killed (SIGKILL: driver, local Ray, workers) while its second member
+    trains: the rerun keeps member 0's finished run and resumes member 1 from its checkpoint."""
     args = ["--data", synth_parquet, "--out", str(tmp_path / "model"), "--storage", str(tmp_path / "runs"),
-            "--run-name", "resume-me", "--max-epochs", "4", *SMALL]
+            "--run-name", "resume-me", "--max-epochs", "4", "--ensemble", "2", *SMALL]
     proc = subprocess.Popen(TAGGING + ["train", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=_env(), start_new_session=True)
-    ckpt = tmp_path / "runs" / "resume-me" / "epoch-0001"
-    deadline = time.time() + 300
+    ckpt = tmp_path / "runs" / "resume-me-m1" / "epoch-0001"
+    deadline = time.time() + 400
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
-    assert ckpt.exists(), "no checkpoint appeared"
+    assert ckpt.exists(), "no checkpoint of the second member appeared"
+    assert (tmp_path / "runs" / "resume-me" / "epoch-0003").exists()  # member 0 had finished
     time.sleep(1.0)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its local Ray and the workers
     proc.wait(30)
@@ -123,9 +126,15 @@ def test_killed_run_resumes_when_rerun_with_the_same_name(tmp_path, synth_parque
     rerun = _train(args)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     logs = rerun.stdout + rerun.stderr
+    assert "resumed from checkpoint after epoch 3" in logs  # member 0: nothing redone
     assert "resumed from checkpoint after epoch 1" in logs or "resumed from checkpoint after epoch 2" in logs
-    history = load_artifact(tmp_path / "model").read_json("history.json")
-    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert "epoch 0:" not in logs  # no member started over
+    art = load_artifact(tmp_path / "model")
+    history = art.read_json("history.json")
+    assert [h["epoch"] for h in history if "member" not in h] == [0, 1, 2, 3]
+    assert [h["epoch"] for h in history if h.get("member") == 1] == [0, 1, 2, 3]
+    assert [m["run"] for m in art.manifest["run"]["members"]] == ["resume-me", "resume-me-m1"]
+    assert len(members(art.load_model())) == 2
 
 
 def test_cli_smoke_of_every_command(trained, tmp_path, synth_parquet):

@@ -18,7 +18,7 @@ from tagging.labels import LabelSpace, TagIndex, TagParseError, labels_from_freq
 from tagging.metrics import evaluate
 from tagging.model import CharCNN
 from tagging.readers import (BAD_TAGS, DUPLICATE_ID, EMPTY_TEXT, INVALID_UTF8, MALFORMED, MISSING_ID, NON_STRING_TEXT,
-                             NULL_TEXT, TEXT_TOO_LONG, InputError, Reject, Row, check_columns, plan_units, read_unit,
+                             NULL_TEXT, TEXT_TOO_LONG, InputError, Row, check_columns, plan_units, read_unit,
                              reason_kind)
 from tagging.split import split_ids
 from tagging.text import normalize, stopwords
