@@ -7,7 +7,8 @@ normalizes aliases with tags.json), on the same split as `tagging train`, and re
 weighted F1 (best epoch, global threshold) and test weighted F1 with per-class thresholds
 (``test_pc``), one global threshold (``test_g``) and the CV-chosen policy (``test_pol``). It keeps
 ideas that did not make it into the product (mean pooling, word dropout, crops, character noise,
-EMA, label smoothing, distillation from TF-IDF) next to the ones that did (cosine schedule,
+EMA, label smoothing, distillation from TF-IDF, auxiliary outputs for the other tags, rows
+without a label-space tag as negatives) next to the ones that did (cosine schedule,
 concatenation, alias examples), so each row of the table can be rerun. ``--save PREFIX`` keeps
 each seed's validation/test probabilities (``PREFIX_<seed>.npz``) for ensembles.
 """
@@ -33,7 +34,7 @@ CACHE = os.path.join(tempfile.gettempdir(), "tagging-ablations-split.pkl")
 def load(tags=False):
     import hashlib
 
-    key = f"{CACHE}.{hashlib.sha1(os.path.abspath(D).encode()).hexdigest()[:8]}" + (".tags" if tags else "")
+    key = f"{CACHE}.v2.{hashlib.sha1(os.path.abspath(D).encode()).hexdigest()[:8]}" + (".tags" if tags else "")
     if os.path.exists(key):
         return pickle.load(open(key, "rb"))
     over = {"data.labels_file": f"{D}/labels.txt"}
@@ -53,6 +54,10 @@ def load(tags=False):
     out["unlabeled"] = [t for i, t in zip(allrows["id"], allrows["text"]) if i not in used]
     from tagging.text import normalize
     out["unlabeled"] = [normalize(t) for t in out["unlabeled"]]
+    # raw tags per row (auxiliary targets): train rows in split order, then the unlabeled rows
+    tags_of = dict(zip(allrows["id"], allrows["tags"]))
+    out["train_tags"] = [list(tags_of[i]) for i in p.split("train")["id"]]
+    out["unlabeled_tags"] = [list(t) for i, t in zip(allrows["id"], allrows["tags"]) if i not in used]
     pickle.dump(out, open(key, "wb"))
     return out
 
@@ -172,11 +177,37 @@ def run(args, seed):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     (tt, yt), (vt, yv), (et, ye) = data["train"], data["val"], data["test"]
+    tags_tr = list(data["train_tags"])
+    if args.untagged:  # rows with no tag in the label space: true all-negative examples
+        tt = list(tt) + data["unlabeled"]
+        yt = np.concatenate([yt, np.zeros((len(data["unlabeled"]), yt.shape[1]), np.float32)])
+        tags_tr = tags_tr + data["unlabeled_tags"]
+    aux = np.zeros((len(tt), 0), np.float32)
+    if args.aux_min_freq > 0:  # auxiliary outputs: the other tags with enough train rows
+        from collections import Counter
+        lab = set(data["labels"])
+        cnt = Counter(t for ts in tags_tr for t in set(ts) if t not in lab)
+        extra = sorted(t for t, c in cnt.items() if c >= args.aux_min_freq)
+        col = {t: i for i, t in enumerate(extra)}
+        aux = np.zeros((len(tt), len(extra)), np.float32)
+        for r, ts in enumerate(tags_tr):
+            for t in ts:
+                if t in col:
+                    aux[r, col[t]] = 1
+        print(f"aux tags: {len(extra)}", file=sys.stderr)
+    L = yt.shape[1]
+    yt_full = np.concatenate([yt, aux], 1)
     vocab = CharVocab.fit(tt)
     widths = tuple(range(1, args.wmax + 1)) if args.widths is None else tuple(int(w) for w in args.widths.split(","))
-    model = Net(vocab.size, yt.shape[1], args.emb, args.nf, widths, args.hidden, args.dropout, args.pool,
+    model = Net(vocab.size, yt_full.shape[1], args.emb, args.nf, widths, args.hidden, args.dropout, args.pool,
                 args.emb_drop, args.feat_drop)
-    loss_fn = make_loss(yt.sum(0), len(yt), args.imbalance)
+    main_loss = make_loss(yt.sum(0), len(yt), args.imbalance)
+
+    def loss_fn(logits, y):
+        out = main_loss(logits[:, :L], y[:, :L])
+        if logits.shape[1] > L:
+            out = out + args.aux_weight * F.binary_cross_entropy_with_logits(logits[:, L:], y[:, L:])
+        return out
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
     if args.sched == "cosine":
         sched = None
@@ -203,7 +234,7 @@ def run(args, seed):
     for epoch in range(args.epochs):
         model.train()
         texts = [augment(t, rng, args.word_drop, args.char_noise, args.crop) for t in tt] if args.aug else tt
-        targets = yt
+        targets = yt_full
         if teacher is not None:
             soft = teacher[0]
             targets = (1 - args.distill) * yt + args.distill * soft
@@ -247,7 +278,7 @@ def run(args, seed):
             if ema is not None:
                 ema.update_parameters(model)
         evm = ema.module if ema is not None else model
-        pv = predict(evm, vt, vocab, args.maxlen)
+        pv = predict(evm, vt, vocab, args.maxlen)[:, :L]
         f1 = weighted_f1(yv, pv >= fit_global_threshold(yv, pv))
         if args.sched == "plateau":
             sched.step(f1)
@@ -262,8 +293,8 @@ def run(args, seed):
     evm = ema.module if ema is not None else model
     if not final:
         evm.load_state_dict(best[1])
-    pv = predict(evm, vt, vocab, args.maxlen)
-    pe = predict(evm, et, vocab, args.maxlen)
+    pv = predict(evm, vt, vocab, args.maxlen)[:, :L]
+    pe = predict(evm, et, vocab, args.maxlen)[:, :L]
     th, g = fit_thresholds(yv, pv, 5)
     pol = select_policy(yv, pv)
     thp, _ = fit_thresholds(yv, pv, pol["min_support"], pol["shrink"])
@@ -313,6 +344,9 @@ def main():
     ap.add_argument("--concat", type=float, default=0.0)
     ap.add_argument("--concat3", type=float, default=0.0)
     ap.add_argument("--alias-data", action="store_true")
+    ap.add_argument("--untagged", action="store_true", help="train also on rows with no tag in the label space (all-negative)")
+    ap.add_argument("--aux-min-freq", type=int, default=0, help="auxiliary outputs for other tags with >= N train rows")
+    ap.add_argument("--aux-weight", type=float, default=1.0)
     ap.add_argument("--keep-last", action="store_true")
     ap.add_argument("--save", default=None)
     ap.add_argument("--threads", type=int, default=1)

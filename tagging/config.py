@@ -67,9 +67,11 @@ class ModelConfig:
     """Texts are truncated to this many characters (truncations are counted)."""
     batch_norm: bool = False
     """BatchNorm1d after each convolution (before ReLU): much faster convergence on small data."""
-    ensemble: int = 1
+    ensemble: int = 3
     """Members of a seed ensemble: K models trained with seeds seed..seed+K-1 on the same split,
-    their probabilities averaged in one exported graph (K times the scoring cost)."""
+    their probabilities averaged in one exported graph (K times the training and scoring cost).
+    Measured on the real data: 3 members +0.032 test weighted F1 over one (paired bootstrap 95%
+    CI [0.011, 0.055]); int8 scoring still ~4.3k docs/s on 2 cores. 1 = a single model."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ def tiny_config():
     from tagging.config import load_config
 
     return load_config(None, {"model.num_filters": 24, "model.filter_widths": [1, 2, 3, 4], "model.embedding_dim": 24,
-                              "model.hidden_dim": 32, "max_epochs": 3, "batch_size": 32, "learning_rate": 3e-3,
+                              "model.hidden_dim": 32, "model.ensemble": 1, "max_epochs": 3, "batch_size": 32, "learning_rate": 3e-3,
                               "data.min_tag_freq": 5})
 
 

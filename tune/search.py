@@ -137,7 +137,7 @@ def run_tune(
              "threads_per_worker": max(1, int(cpus_per_worker)), "max_failures": 0}
     # Trials are single models (an ensemble multiplies every trial's cost); train the best
     # config with `tagging train --config best_config.json --ensemble K` for an ensemble.
-    base_dict = merge(to_dict(base), {**fixed, "model": {**fixed.get("model", {}), "ensemble": 1}})
+    base_dict = merge(to_dict(base), {**fixed, "model.ensemble": 1})
     start = base_point(space, base_dict) if include_base else None
     points = [start] if start else None
     search_alg = None
@@ -234,7 +234,9 @@ def run_tune(
     board.to_csv(outdir / "leaderboard.csv", index=False)
     (outdir / "leaderboard.md").write_text(_markdown(board))
     pd.DataFrame(th_rows).to_csv(outdir / "thresholds_policies.csv", index=False)
-    best_config = merge(to_dict(best_cfg), {"workers": base.workers, "cpus_per_worker": base.cpus_per_worker,
+    # The trials (and the artifact below) are single models; the config keeps the base's ensemble
+    # size, so `tagging train --config best_config.json` trains the tuned model as that ensemble.
+    best_config = merge(to_dict(best_cfg), {"model.ensemble": base.model.ensemble, "workers": base.workers, "cpus_per_worker": base.cpus_per_worker,
                                             "threads_per_worker": base.threads_per_worker, "max_failures": base.max_failures})
     (outdir / "best_config.json").write_text(json.dumps(best_config, indent=1) + "\n")
     _plot_pareto(board, outdir / "pareto.png")

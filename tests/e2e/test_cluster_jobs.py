@@ -47,7 +47,8 @@ RAY = VENV_BIN / "ray"
 DATE = "2026-11-21"
 NIGHTLY_ID = f"score-nightly-{DATE.replace('-', '')}"  # one submission per date (cluster/k8s uses the same name)
 TINY_MODEL = ["--num-filters", "16", "--filter-widths", "1,2,3,4", "--embedding-dim", "16", "--hidden-dim", "32",
-              "--batch-size", "32", "--lr", "0.003", "--min-tag-freq", "5", "--max-epochs", "2"]
+              "--batch-size", "32", "--lr", "0.003", "--min-tag-freq", "5", "--max-epochs", "2",
+              "--ensemble", "1"]
 # Score only once the whole actor pool is up (Ray Data otherwise starts with the first actor ready).
 NIGHTLY_ENV = {"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "600"}
 JOB_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1", "TAGGING_DATA_NO_PROGRESS_TIMEOUT_S": "180"}

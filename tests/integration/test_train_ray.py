@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 TAGGING = [sys.executable, "-m", "tagging.cli"]
 SMALL = ["--num-filters", "16", "--filter-widths", "1,2,3,4", "--embedding-dim", "16", "--hidden-dim", "32",
-         "--batch-size", "32", "--lr", "0.003", "--min-tag-freq", "5", "--workers", "2", "--cpus-per-worker", "0.5"]
+         "--batch-size", "32", "--lr", "0.003", "--min-tag-freq", "5", "--workers", "2", "--cpus-per-worker", "0.5", "--ensemble", "1"]
 
 
 def _env(**extra):
@@ -110,7 +110,7 @@ def test_killed_run_resumes_when_rerun_with_the_same_name(tmp_path, synth_parque
     """A 2-member ensemble killed (SIGKILL: driver, local Ray, workers) while its second member
     trains: the rerun keeps member 0's finished run and resumes member 1 from its checkpoint."""
     args = ["--data", synth_parquet, "--out", str(tmp_path / "model"), "--storage", str(tmp_path / "runs"),
-            "--run-name", "resume-me", "--max-epochs", "4", "--ensemble", "2", *SMALL]
+            "--run-name", "resume-me", "--max-epochs", "4", *SMALL, "--ensemble", "2"]
     proc = subprocess.Popen(TAGGING + ["train", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=_env(), start_new_session=True)
     ckpt = tmp_path / "runs" / "resume-me-m1" / "epoch-0001"

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from tagging.artifact import load_artifact
+from tagging.config import ModelConfig
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +62,8 @@ def test_tune_asha_thresholds_and_a_second_run(tune_inputs):
     assert len(policies) == 20 and policies["cv_f1"].max() == pytest.approx(summary["threshold_policy"]["cv_f1"])
     best_config = json.loads((root / "out1" / "best_config.json").read_text())
     assert best_config["learning_rate"] == pytest.approx(0.01) and best_config["model"]["num_filters"] == 24
+    # trials and the tuned artifact are single models; the config keeps the default ensemble size
+    assert art.config.model.ensemble == 1 and best_config["model"]["ensemble"] == ModelConfig().ensemble
     assert (root / "out1" / "pareto.png").stat().st_size > 1000
     assert (root / "out1" / "leaderboard.md").read_text().startswith("| trial |")
     # A second run right after starts and finishes: nothing leaked (placement groups, workers).
