@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         grace_period: Annotated[int, typer.Option(help="ASHA: epochs before a trial can be stopped (past the cosine warm-up: a warming-up trial looks weak).")] = 10,
         include_base: Annotated[bool, typer.Option("--include-base/--no-include-base", help="Evaluate the base config (the defaults, or --config) as the first trial.")] = True,
         measure_cost: Annotated[bool, typer.Option("--measure-cost/--no-measure-cost", help="Time each trial's ONNX scoring cost.")] = True,
+        ensemble: Annotated[Optional[int], typer.Option(help="The tuned artifact: the best trial plus K-1 more members of its config (seeds seed+1..), averaged; default: the config's (3); 1 = the best trial alone.")] = None,
         address: Annotated[Optional[str], typer.Option(help="Ray cluster address; default: start a local Ray.")] = None,
     ) -> None:
         """Search hyperparameters (Ray Tune + Ray Train, ASHA) and the threshold policy; write the tuned artifact."""
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
             from tune.search import run_tune
 
             base = load_config(config, {"data.labels_file": str(labels) if labels else None,
-                                        "data.tags_file": str(tags) if tags else None})
+                                        "data.tags_file": str(tags) if tags else None, "model.ensemble": ensemble})
             summary = run_tune(base, data, str(out), trials=trials, max_epochs=max_epochs, workers_per_trial=workers_per_trial,
                                cpus_per_worker=cpus_per_worker, max_concurrent=max_concurrent, search=search,
                                space_path=str(space) if space else None, grace_period=grace_period,

@@ -6,7 +6,10 @@ Tune iteration and ASHA stops weak trials on validation F1.
 Stage 2 (thresholds): over the best model's saved validation scores, a Tune grid over the
 threshold policy (per-class F1-optimal thresholds shrunk toward the global one, with a
 minimum-support fallback), each policy scored by K-fold cross-validation over validation rows.
-The best trial's weights + the chosen thresholds become the artifact.
+The best trial is member 0 of the tuned model; with ``model.ensemble`` K > 1 (the default),
+K-1 more Ray Train runs of its config (seeds seed+1..) complete the ensemble, exactly as
+`tagging train` builds it. The threshold stage runs on that model's validation scores, and
+its weights + the chosen thresholds become the artifact.
 """
 
 from __future__ import annotations
@@ -112,10 +115,10 @@ def run_tune(
     from ray.tune.schedulers import ASHAScheduler
 
     from tagging.dist.runtime import init_ray
-    from tagging.dist.train import load_checkpoint_state
-    from tagging.dist.training import finalize_artifact, prepare_with_ray
+    from tagging.dist.train import build_trainer, load_checkpoint_state
+    from tagging.dist.training import finalize_artifact, member_run_name, prepare_with_ray, training_inputs
     from tagging.train_loop import predict_texts
-    from tagging.model import CharCNN, count_parameters
+    from tagging.model import CharCNN, assemble, count_parameters
     from tagging.vocab import CharVocab
 
     outdir = Path(out).absolute()
@@ -209,13 +212,26 @@ def run_tune(
     best_cfg = from_dict(merge(base_dict, best_params))
     log(f"[tune] best trial {best['trial']}: val F1 {best['val_f1']:.4f} with {best_params}")
 
-    # Stage 2: threshold policy over the best model's validation scores.
+    # The tuned model: the best trial, plus K-1 members of its config for an ensemble.
     state = load_checkpoint_state(ray.train.Checkpoint.from_directory(str(latest_checkpoint(Path(storage) / f"{experiment}-{best['trial']}"))))
-    model = CharCNN(vocab.size, len(prepared.labels), best_cfg.model)
-    model.load_state_dict(state["early_stopping"]["best_state"])
+    states = [state]
+    run_name = f"{experiment}-best"
+    for k in range(1, base.model.ensemble):
+        name = member_run_name(run_name, k)
+        _, loop_cfg, datasets, _ = training_inputs(best_cfg, prepared)
+        loop_cfg = {**loop_cfg, "config": {**loop_cfg["config"], "seed": base.seed + k}, "run_dir": os.path.join(storage, name)}
+        log(f"[tune] ensemble member {k + 1} of {base.model.ensemble} (seed {base.seed + k}): run {name}")
+        result = build_trainer(best_cfg, loop_cfg, datasets, name, storage).fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"run {name} finished without a checkpoint")
+        states.append(load_checkpoint_state(result.checkpoint))
+    final_cfg = from_dict(merge(to_dict(best_cfg), {"model.ensemble": base.model.ensemble}))
+    model = assemble(vocab.size, len(prepared.labels), final_cfg.model, [s["early_stopping"]["best_state"] for s in states])
+
+    # Stage 2: threshold policy over the tuned model's validation scores.
     val_df = prepared.split("val")
     y_val = np.stack(val_df["y"].to_numpy())
-    p_val = predict_texts(model, val_df["text"].tolist(), vocab, best_cfg.model.max_length)
+    p_val = predict_texts(model, val_df["text"].tolist(), vocab, final_cfg.model.max_length)
     th_grid = tune.Tuner(
         tune.with_resources(tune.with_parameters(_threshold_trial, y_val=y_val, p_val=p_val, folds=5, seed=base.seed), {"CPU": 0.01}),
         param_space={k: tune.grid_search(v) for k, v in THRESHOLD_SPACE.items()},
@@ -228,14 +244,14 @@ def run_tune(
     global_only = next(r for r in th_rows if r["shrink"] == 1.0)
     log(f"[tune] threshold policy {policy} (global-only CV F1 {global_only['cv_f1']:.4f})")
 
-    art = finalize_artifact(best_cfg, prepared, vocab, state, str(outdir / "model"), f"{experiment}-best", list(data),
+    art = finalize_artifact(final_cfg, prepared, vocab, states, str(outdir / "model"), run_name, list(data),
                             {}, {"name": f"{experiment}-{best['trial']}", "tune_experiment": experiment}, log, threshold_policy=policy)
     test_f1 = art.manifest["metrics"]["overall"]["f1"]
     board.to_csv(outdir / "leaderboard.csv", index=False)
     (outdir / "leaderboard.md").write_text(_markdown(board))
     pd.DataFrame(th_rows).to_csv(outdir / "thresholds_policies.csv", index=False)
-    # The trials (and the artifact below) are single models; the config keeps the base's ensemble
-    # size, so `tagging train --config best_config.json` trains the tuned model as that ensemble.
+    # The trials are single models; the config keeps the ensemble size of the tuned artifact, so
+    # `tagging train --config best_config.json` trains the tuned model as that ensemble.
     best_config = merge(to_dict(best_cfg), {"model.ensemble": base.model.ensemble, "workers": base.workers, "cpus_per_worker": base.cpus_per_worker,
                                             "threads_per_worker": base.threads_per_worker, "max_failures": base.max_failures})
     (outdir / "best_config.json").write_text(json.dumps(best_config, indent=1) + "\n")
@@ -245,6 +261,7 @@ def run_tune(
         "best_trial": best["trial"], "best_val_f1": float(best["val_f1"]), "best_params": best_params,
         "test_f1": test_f1, "test_f1_global_threshold": art.manifest["metrics"]["global_threshold_f1"],
         "test_macro_f1": art.manifest["metrics"]["overall"]["macro_f1"], "threshold_policy": policy,
+        "ensemble": final_cfg.model.ensemble,
         "artifact": str(art.path), "best_docs_per_s_fp32": float(best["docs_per_s_fp32"]),
         "best_docs_per_s_int8": float(best["docs_per_s_int8"]),
         "pareto": [board.iloc[i]["trial"] for i in pareto_front(list(zip(board["val_f1"], board["docs_per_s_fp32"].fillna(0))))],

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tagging.artifact import load_artifact
-from tagging.config import ModelConfig
+from tagging.model import members
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +24,12 @@ SPACE = {
 }
 
 
-def _tune(data, out, space):
+def _tune(data, out, space, *extra):
     env = dict(os.environ, RAY_DATA_DISABLE_PROGRESS_BARS="1", TAGGING_DATA_NO_PROGRESS_TIMEOUT_S="120", PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, "-m", "tagging.cli", "tune", "--data", data, "--out", str(out), "--trials", "1", "--max-epochs", "3",
          "--grace-period", "2", "--space", str(space), "--workers-per-trial", "1", "--cpus-per-worker", "0.5",
-         "--max-concurrent", "1", "--no-measure-cost"],
+         "--max-concurrent", "1", "--no-measure-cost", *extra],
         capture_output=True, text=True, env=env, timeout=900,
     )
 
@@ -47,7 +47,7 @@ def tune_inputs(tmp_path_factory):
 
 def test_tune_asha_thresholds_and_a_second_run(tune_inputs):
     root = tune_inputs
-    first = _tune(str(root / "data.parquet"), root / "out1", root / "space.json")
+    first = _tune(str(root / "data.parquet"), root / "out1", root / "space.json", "--ensemble", "2")
     assert first.returncode == 0, first.stderr[-4000:]
     board = pd.read_csv(root / "out1" / "leaderboard.csv")
     assert len(board) == 4
@@ -62,11 +62,15 @@ def test_tune_asha_thresholds_and_a_second_run(tune_inputs):
     assert len(policies) == 20 and policies["cv_f1"].max() == pytest.approx(summary["threshold_policy"]["cv_f1"])
     best_config = json.loads((root / "out1" / "best_config.json").read_text())
     assert best_config["learning_rate"] == pytest.approx(0.01) and best_config["model"]["num_filters"] == 24
-    # trials and the tuned artifact are single models; the config keeps the default ensemble size
-    assert art.config.model.ensemble == 1 and best_config["model"]["ensemble"] == ModelConfig().ensemble
+    # trials are single models; the tuned artifact is the best trial + 1 more member of its config
+    assert summary["ensemble"] == 2 and art.config.model.ensemble == 2 and best_config["model"]["ensemble"] == 2
+    assert len(members(art.load_model())) == 2 and art.config.learning_rate == pytest.approx(0.01)
+    assert [m["seed"] for m in art.manifest["run"]["members"]] == [42, 43]
+    assert "ensemble member 2 of 2" in first.stdout + first.stderr
     assert (root / "out1" / "pareto.png").stat().st_size > 1000
     assert (root / "out1" / "leaderboard.md").read_text().startswith("| trial |")
     # A second run right after starts and finishes: nothing leaked (placement groups, workers).
-    second = _tune(str(root / "data.parquet"), root / "out2", root / "space1.json")
+    second = _tune(str(root / "data.parquet"), root / "out2", root / "space1.json", "--ensemble", "1")
     assert second.returncode == 0, second.stderr[-4000:]
     assert len(pd.read_csv(root / "out2" / "leaderboard.csv")) == 1
+    assert load_artifact(root / "out2" / "model").config.model.ensemble == 1
