@@ -7,14 +7,13 @@ Same data path (tolerant readers, prepare), same model, thresholds and artifact 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from tagging.artifact import Artifact, save_artifact
 from tagging.augment import alias_table_for
-from dataclasses import replace
-
 from tagging.config import TrainConfig
 from tagging.dataset import Prepared, prepare
 from tagging.labels import TagIndex, read_labels_file
@@ -24,7 +23,6 @@ from tagging.readers import Reject, check_columns, plan_units, read_unit
 from tagging.thresholds import apply_thresholds, fit_thresholds
 from tagging.train_loop import fit_local, merged_history, predict_texts
 from tagging.vocab import CharVocab
-
 
 
 def read_rows_local(data: Sequence[str], cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:

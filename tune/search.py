@@ -115,8 +115,8 @@ def run_tune(
     from ray.tune.schedulers import ASHAScheduler
 
     from tagging.dist.runtime import init_ray
-    from tagging.dist.train import build_trainer, load_checkpoint_state
-    from tagging.dist.training import finalize_artifact, member_run_name, prepare_with_ray, training_inputs
+    from tagging.dist.train import load_checkpoint_state
+    from tagging.dist.training import finalize_artifact, prepare_with_ray, train_member, training_inputs
     from tagging.train_loop import predict_texts
     from tagging.model import CharCNN, assemble, count_parameters
     from tagging.vocab import CharVocab
@@ -138,8 +138,8 @@ def run_tune(
             space.pop(key, None)
     fixed = {"workers": workers_per_trial, "cpus_per_worker": cpus_per_worker, "max_epochs": max_epochs,
              "threads_per_worker": max(1, int(cpus_per_worker)), "max_failures": 0}
-    # Trials are single models (an ensemble multiplies every trial's cost); train the best
-    # config with `tagging train --config best_config.json --ensemble K` for an ensemble.
+    # Trials are single models (an ensemble would multiply every trial's cost by K); the tuned
+    # artifact below completes the best trial into the ensemble.
     base_dict = merge(to_dict(base), {**fixed, "model.ensemble": 1})
     start = base_point(space, base_dict) if include_base else None
     points = [start] if start else None
@@ -214,18 +214,12 @@ def run_tune(
 
     # The tuned model: the best trial, plus K-1 members of its config for an ensemble.
     state = load_checkpoint_state(ray.train.Checkpoint.from_directory(str(latest_checkpoint(Path(storage) / f"{experiment}-{best['trial']}"))))
-    states = [state]
-    run_name = f"{experiment}-best"
-    for k in range(1, base.model.ensemble):
-        name = member_run_name(run_name, k)
-        _, loop_cfg, datasets, _ = training_inputs(best_cfg, prepared)
-        loop_cfg = {**loop_cfg, "config": {**loop_cfg["config"], "seed": base.seed + k}, "run_dir": os.path.join(storage, name)}
-        log(f"[tune] ensemble member {k + 1} of {base.model.ensemble} (seed {base.seed + k}): run {name}")
-        result = build_trainer(best_cfg, loop_cfg, datasets, name, storage).fit()
-        if result.checkpoint is None:
-            raise RuntimeError(f"run {name} finished without a checkpoint")
-        states.append(load_checkpoint_state(result.checkpoint))
     final_cfg = from_dict(merge(to_dict(best_cfg), {"model.ensemble": base.model.ensemble}))
+    run_name = f"{experiment}-best"
+    states = [state]
+    if final_cfg.model.ensemble > 1:
+        _, loop_cfg, datasets, _ = training_inputs(final_cfg, prepared)
+        states += [train_member(final_cfg, loop_cfg, datasets, run_name, k, storage, log) for k in range(1, final_cfg.model.ensemble)]
     model = assemble(vocab.size, len(prepared.labels), final_cfg.model, [s["early_stopping"]["best_state"] for s in states])
 
     # Stage 2: threshold policy over the tuned model's validation scores.

@@ -99,7 +99,6 @@ def run_training(
 ) -> Artifact:
     """Train end to end and write the artifact to ``out``; returns the loaded artifact."""
     from tagging.dist.runtime import init_ray
-    from tagging.dist.train import build_trainer, load_checkpoint_state
 
     t_start = time.perf_counter()
     if Path(out).exists() and any(Path(out).iterdir()):
@@ -111,17 +110,7 @@ def run_training(
     prepared = prepare_with_ray(cfg, data, log, units)
     vocab, loop_cfg, datasets, truncated = training_inputs(cfg, prepared)
     log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
-    states = []
-    for k in range(cfg.model.ensemble):
-        name = member_run_name(run_name, k)
-        member_loop = {**loop_cfg, "config": {**loop_cfg["config"], "seed": cfg.seed + k}, "run_dir": os.path.join(storage, name)}
-        trainer = build_trainer(cfg, member_loop, datasets, name, storage)
-        member = f" (ensemble member {k + 1} of {cfg.model.ensemble}, seed {cfg.seed + k})" if cfg.model.ensemble > 1 else ""
-        log(f"[tagging] run {name}{member}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{name}")
-        result = trainer.fit()
-        if result.checkpoint is None:
-            raise RuntimeError(f"run {name} finished without a checkpoint")
-        states.append(load_checkpoint_state(result.checkpoint))
+    states = [train_member(cfg, loop_cfg, datasets, run_name, k, storage, log) for k in range(cfg.model.ensemble)]
     art = finalize_artifact(cfg, prepared, vocab, states, out, run_name, list(data), truncated,
                             {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
     rejects_path = art.path / "rejects.parquet"
@@ -134,6 +123,22 @@ def run_training(
 def member_run_name(run_name: str, k: int) -> str:
     """Ray Train run name of ensemble member ``k`` (member 0 keeps the run's own name)."""
     return run_name if k == 0 else f"{run_name}-m{k}"
+
+
+def train_member(cfg: TrainConfig, loop_cfg: dict, datasets: dict, run_name: str, k: int, storage: str,
+                 log: Callable[[str], None] = print) -> dict:
+    """One Ray Train run: ensemble member ``k`` of ``cfg`` (seed ``cfg.seed + k``), resumed if its
+    run already has checkpoints; returns its final checkpoint state."""
+    from tagging.dist.train import build_trainer, load_checkpoint_state
+
+    name = member_run_name(run_name, k)
+    member_loop = {**loop_cfg, "config": {**loop_cfg["config"], "seed": cfg.seed + k}, "run_dir": os.path.join(storage, name)}
+    member = f" (ensemble member {k + 1} of {cfg.model.ensemble}, seed {cfg.seed + k})" if cfg.model.ensemble > 1 else ""
+    log(f"[tagging] run {name}{member}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{name}")
+    result = build_trainer(cfg, member_loop, datasets, name, storage).fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {name} finished without a checkpoint")
+    return load_checkpoint_state(result.checkpoint)
 
 
 def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, states: dict | list[dict], out: str, run_name: str,
