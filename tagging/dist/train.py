@@ -10,12 +10,22 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 STATE_FILE = "state.pt"
+
+
+def _say(message: str) -> None:
+    """A line for the driver's console, once. Ray Train patches print() in workers to both tee to
+    stdout and log through the root logger, which also reaches the console: every line showed
+    twice. Writing to the process's own stdout bypasses the patch."""
+    stream = sys.__stdout__ or sys.stdout
+    stream.write(message + "\n")
+    stream.flush()
 
 
 def _fault_injection(epoch: int, rank: int) -> None:
@@ -154,7 +164,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         start_epoch = state["epoch"] + 1
         rng = np.random.default_rng(cfg.seed * 1000 + rank + 7919 * start_epoch)
         if rank == 0:
-            print(f"[tagging] resumed from checkpoint after epoch {state['epoch']}", flush=True)
+            _say(f"[tagging] resumed from checkpoint after epoch {state['epoch']}")
         if state.get("stop"):
             start_epoch = cfg.max_epochs  # finished before the restart: nothing left to do
 
@@ -205,8 +215,8 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         history.append(record)
         metrics = {**record, "best_val_f1": stopper.best_score, "stopped": stop}
         if rank == 0:
-            print(f"[tagging] epoch {epoch}: loss {loss:.4f} val_loss {val_loss:.4f} val_f1 {val_f1:.4f} "
-                  f"({record['samples_per_s']:.0f} samples/s)", flush=True)
+            _say(f"[tagging] epoch {epoch}: loss {loss:.4f} val_loss {val_loss:.4f} val_f1 {val_f1:.4f} "
+                 f"({record['samples_per_s']:.0f} samples/s)")
             with tempfile.TemporaryDirectory() as d:
                 torch.save({
                     "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
