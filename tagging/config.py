@@ -161,6 +161,19 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"invalid config value {name}={value!r}" + (f": {hint[0]}" if hint else ""))
 
 
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its local input files (labels_file, tags_file) made absolute.
+
+    Processes that start elsewhere read these files too: Ray Tune runs each trial in its own
+    trial directory, where a relative ``--tags ../data/tags.json`` names nothing. URIs stay as
+    they are."""
+    def fix(path: str | None) -> str | None:
+        return path if path is None or "://" in path else str(Path(path).expanduser().absolute())
+
+    data = dataclasses.replace(cfg.data, labels_file=fix(cfg.data.labels_file), tags_file=fix(cfg.data.tags_file))
+    return dataclasses.replace(cfg, data=data)
+
+
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tagging.config import TrainConfig, from_dict, merge, to_dict
+from tagging.config import TrainConfig, absolute_paths, from_dict, merge, to_dict
 from tune.space import NEEDS_TAGS_FILE, THRESHOLD_SPACE, base_point, load_space, to_tune
 
 RESULT_COLUMNS = ["trial", "val_f1", "epochs", "seconds", "parameters", "docs_per_s_fp32", "docs_per_s_int8", "stopped_early",
@@ -129,6 +129,7 @@ def run_tune(
     experiment = f"tune-{dt.datetime.now():%Y%m%d-%H%M%S}"
     from tagging.dist.training import check_inputs
 
+    base = absolute_paths(base)  # trials run in their own directories
     units = check_inputs(base, data)
     init_ray(address)
     prepared = prepare_with_ray(base, data, log, units)
@@ -179,10 +180,11 @@ def run_tune(
     vocab = CharVocab.fit(train_df["text"])
     lengths = prepared.split("val")["length"].to_numpy()
     calibration = train_df["text"].sample(n=min(512, len(train_df)), random_state=base.seed).tolist()
-    rows = []
+    rows, failed = [], []
     for result in grid:
         if result.error or not result.metrics:
             log(f"[tune] trial {result.path} failed: {result.error}")
+            failed.append({"trial": Path(result.path).name, "error": str(result.error).strip().splitlines()[-1][:300] if result.error else "no result"})
             continue
         params = {k: v for k, v in result.config.items()}
         cfg = from_dict(merge(base_dict, {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}))
@@ -205,7 +207,9 @@ def run_tune(
                                                      state_dict=weights, vocab=vocab, calibration_texts=calibration)
         rows.append(row)
     if not rows:
-        raise RuntimeError("every tuning trial failed")
+        raise RuntimeError(f"every tuning trial failed; the first: {failed[0]['error'] if failed else 'no trials'}")
+    if failed:
+        log(f"[tune] {len(failed)} of {len(failed) + len(rows)} trials failed (not on the leaderboard); first error: {failed[0]['error']}")
     board = pd.DataFrame(rows, columns=RESULT_COLUMNS).sort_values("val_f1", ascending=False).reset_index(drop=True)
     best = board.iloc[0]
     best_params = json.loads(best["params"])
@@ -251,7 +255,8 @@ def run_tune(
     (outdir / "best_config.json").write_text(json.dumps(best_config, indent=1) + "\n")
     _plot_pareto(board, outdir / "pareto.png")
     summary = {
-        "experiment": experiment, "trials": len(board), "stopped_early": int(board["stopped_early"].sum()),
+        "experiment": experiment, "trials": len(board), "failed": len(failed), "failures": failed,
+        "stopped_early": int(board["stopped_early"].sum()),
         "best_trial": best["trial"], "best_val_f1": float(best["val_f1"]), "best_params": best_params,
         "test_f1": test_f1, "test_f1_global_threshold": art.manifest["metrics"]["global_threshold_f1"],
         "test_macro_f1": art.manifest["metrics"]["overall"]["macro_f1"], "threshold_policy": policy,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from tagging.artifact import Artifact, save_artifact, update_manifest
 from tagging.augment import alias_table_for
-from tagging.config import TrainConfig, to_dict
+from tagging.config import TrainConfig, absolute_paths, to_dict
 from tagging.dataset import Prepared, prepare, summary_line
 from tagging.labels import TagIndex, read_labels_file
 from tagging.metrics import evaluate, weighted_f1
@@ -105,6 +105,7 @@ def run_training(
         raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
     run_name = run_name or new_run_name()
     storage = os.path.abspath(storage) if "://" not in storage else storage
+    cfg = absolute_paths(cfg)  # the artifact's config names the files it was trained with, from anywhere
     units = check_inputs(cfg, data)
     init_ray(address)
     prepared = prepare_with_ray(cfg, data, log, units)

@@ -24,13 +24,13 @@ SPACE = {
 }
 
 
-def _tune(data, out, space, *extra):
+def _tune(data, out, space, *extra, cwd=None):
     env = dict(os.environ, RAY_DATA_DISABLE_PROGRESS_BARS="1", TAGGING_DATA_NO_PROGRESS_TIMEOUT_S="120", PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, "-m", "tagging.cli", "tune", "--data", data, "--out", str(out), "--trials", "1", "--max-epochs", "3",
          "--grace-period", "2", "--space", str(space), "--workers-per-trial", "1", "--cpus-per-worker", "0.5",
          "--max-concurrent", "1", "--no-measure-cost", *extra],
-        capture_output=True, text=True, env=env, timeout=900,
+        capture_output=True, text=True, env=env, timeout=900, cwd=cwd,
     )
 
 
@@ -41,7 +41,9 @@ def tune_inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
     write_corpus(generate_corpus(800, seed=3), str(root / "data.parquet"))
     (root / "space.json").write_text(json.dumps(SPACE))
-    (root / "space1.json").write_text(json.dumps({**SPACE, "learning_rate": 0.01}))
+    (root / "space1.json").write_text(json.dumps({**SPACE, "learning_rate": 0.01, "alias_examples": True}))
+    (root / "tags.json").write_text(json.dumps([{"tag": "pytorch", "aliases": ["torch"], "parents": []},
+                                                {"tag": "object-detection", "aliases": ["yolo"], "parents": ["computer-vision"]}]))
     return root
 
 
@@ -54,6 +56,7 @@ def test_tune_asha_thresholds_and_a_second_run(tune_inputs):
     assert board["stopped_early"].sum() >= 1, board.to_string()
     assert board.iloc[0]["val_f1"] == board["val_f1"].max()
     summary = json.loads((root / "out1" / "tune_summary.json").read_text())
+    assert summary["failed"] == 0 and summary["trials"] == 4
     assert json.loads(board.iloc[0]["params"])["learning_rate"] == pytest.approx(0.01)
     art = load_artifact(root / "out1" / "model")
     assert art.manifest["threshold_policy"]["source"] == "tune threshold stage"
@@ -70,7 +73,14 @@ def test_tune_asha_thresholds_and_a_second_run(tune_inputs):
     assert (root / "out1" / "pareto.png").stat().st_size > 1000
     assert (root / "out1" / "leaderboard.md").read_text().startswith("| trial |")
     # A second run right after starts and finishes: nothing leaked (placement groups, workers).
-    second = _tune(str(root / "data.parquet"), root / "out2", root / "space1.json", "--ensemble", "1")
+    # Its trial reads a tags file given by a relative path (alias examples): trials run in their
+    # own directories, so the path must reach them resolved.
+    second = _tune(str(root / "data.parquet"), root / "out2", root / "space1.json", "--ensemble", "1", "--tags", "tags.json",
+                   cwd=root)
     assert second.returncode == 0, second.stderr[-4000:]
-    assert len(pd.read_csv(root / "out2" / "leaderboard.csv")) == 1
-    assert load_artifact(root / "out2" / "model").config.model.ensemble == 1
+    board2 = pd.read_csv(root / "out2" / "leaderboard.csv")
+    assert len(board2) == 1 and json.loads(board2.iloc[0]["params"])["alias_examples"] is True
+    art2 = load_artifact(root / "out2" / "model")
+    assert art2.config.model.ensemble == 1 and art2.config.alias_examples
+    assert art2.config.data.tags_file == str(root / "tags.json")
+    assert json.loads((root / "out2" / "tune_summary.json").read_text())["failed"] == 0

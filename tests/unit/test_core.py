@@ -116,6 +116,16 @@ def test_config_errors_name_the_field(overrides, field):
         load_config(None, overrides)
 
 
+def test_absolute_paths_resolve_local_input_files_only(tmp_path, monkeypatch):
+    from tagging.config import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = absolute_paths(load_config(None, {"data.labels_file": "labels.txt", "data.tags_file": "s3://bucket/tags.json"}))
+    assert cfg.data.labels_file == str(tmp_path / "labels.txt")
+    assert cfg.data.tags_file == "s3://bucket/tags.json"
+    assert absolute_paths(TrainConfig()) == TrainConfig()  # nothing to resolve
+
+
 # ------------------------------------------------------------------ readers and accounting
 
 def _write_lines(path, lines):
