@@ -76,7 +76,8 @@ def alias_examples(table: Sequence[tuple[Sequence[str], Sequence[int]]], num_lab
 
 
 def alias_table_for(cfg, labels) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
-    """``alias_table`` of a TrainConfig's tags file (empty unless ``cfg.alias_examples``)."""
+    """``alias_table`` of a TrainConfig's tags file (empty unless ``cfg.alias_examples``, which
+    defaults to on when a tags file is given)."""
     if not cfg.alias_examples:
         return []
     import json

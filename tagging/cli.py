@@ -74,7 +74,7 @@ def train(
     imbalance: Annotated[Optional[str], typer.Option(help="pos_weight | inverse_count | none.")] = None,
     lr_schedule: Annotated[Optional[str], typer.Option(help="cosine (warm-up, then decay to 0 at --max-epochs) | plateau.")] = None,
     concat_rate: Annotated[Optional[float], typer.Option(help="Concatenation augmentation: extra joined rows per row and epoch (0 = off).")] = None,
-    alias_examples: Annotated[Optional[bool], typer.Option("--alias-examples/--no-alias-examples", help="Also train on the tags file's names (needs --tags).")] = None,
+    alias_examples: Annotated[Optional[bool], typer.Option("--alias-examples/--no-alias-examples", help="Also train on the tags file's names (needs --tags).", show_default="on with --tags")] = None,
     ensemble: Annotated[Optional[int], typer.Option(help="Train K models (seeds seed..seed+K-1) and export their averaged probabilities as one model (K x scoring cost).")] = None,
     run_name: Annotated[Optional[str], typer.Option(help="Run name; rerun with the same name to resume a killed run.")] = None,
     storage: Annotated[str, typer.Option(help="Checkpoint storage path or URI.")] = "runs",

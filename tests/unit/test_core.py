@@ -412,7 +412,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 
 def test_alias_examples_name_tags_and_their_ancestors():
     from tagging.augment import alias_examples, alias_table
-    from tagging.config import ConfigError, load_config
+    from tagging.config import ConfigError, load_config, to_dict
     from tagging.labels import LabelSpace, TagIndex
 
     index = TagIndex.from_records([
@@ -433,3 +433,8 @@ def test_alias_examples_name_tags_and_their_ancestors():
     assert sum(len(p) for p in parts) == 3
     with pytest.raises(ConfigError, match="needs data.tags_file"):
         load_config(None, {"alias_examples": True})
+    # the default follows the tags file, and the saved config says which it was
+    assert load_config(None, {}).alias_examples is False
+    assert load_config(None, {"data.tags_file": "tags.json"}).alias_examples is True
+    assert load_config(None, {"data.tags_file": "tags.json", "alias_examples": False}).alias_examples is False
+    assert to_dict(load_config(None, {"data.tags_file": "tags.json"}))["alias_examples"] is True
