@@ -104,8 +104,8 @@ class TrainConfig:
     """Augmentation from data.tags_file: each epoch, one short example per tag of the tags file,
     a random one of its names, labelled with the tag and its ancestors in the label space.
     None (the default) resolves to True when a tags file is given and False otherwise; True
-    without a tags file is an error. Measured on the real data (README): with the tags file the
-    default ensemble gains test F1 with it."""
+    without a tags file is an error. Measured on the real data with the tags file (README): the
+    default ensemble with it reaches test weighted F1 0.717 +- 0.022 over five splits."""
     imbalance: str = "pos_weight"
     """Class imbalance handling: 'pos_weight' (neg/pos ratio, sqrt-damped), 'inverse_count' (1/count class weights), or 'none'."""
     workers: int = 2
