@@ -12,7 +12,7 @@ without a label-space tag as negatives) next to the ones that did (cosine schedu
 concatenation, alias examples), so each row of the table can be rerun. ``--save PREFIX`` keeps
 each seed's validation/test probabilities (``PREFIX_<seed>.npz``) for ensembles.
 """
-import argparse, json, os, pickle, sys, tempfile, time, copy
+import argparse, json, os, pickle, re, sys, tempfile, time, copy
 from pathlib import Path
 import numpy as np
 import torch, torch.nn.functional as F
@@ -63,14 +63,16 @@ def load(tags=False):
 
 
 class Net(nn.Module):
-    def __init__(self, V, L, emb, nf, widths, hidden, dropout, pool="max", emb_drop=0.0, feat_drop=0.0, hidden_layers=1):
+    def __init__(self, V, L, emb, nf, widths, hidden, dropout, pool="max", emb_drop=0.0, feat_drop=0.0, hidden_layers=1,
+                 word_buckets=0, word_dim=64):
         super().__init__()
         self.embedding = nn.Embedding(V, emb, padding_idx=PAD_ID)
+        self.words = nn.Embedding(word_buckets + 1, word_dim, padding_idx=0) if word_buckets else None
         self.convs = nn.ModuleList(nn.Conv1d(emb, nf, w) for w in widths)
         self.pads = [((w - 1) // 2, w // 2) for w in widths]
         self.pool = pool
         mult = 2 if pool == "maxmean" else 1
-        feats = nf * len(widths) * mult
+        feats = nf * len(widths) * mult + (word_dim if word_buckets else 0)
         self.emb_drop = nn.Dropout(emb_drop)
         self.feat_drop = nn.Dropout(feat_drop)
         if hidden > 0:
@@ -81,7 +83,7 @@ class Net(nn.Module):
             self.fc2 = nn.Linear(feats, L)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, ids):
+    def forward(self, ids, wids=None):
         mask = (ids != PAD_ID).unsqueeze(1).float()
         x = self.emb_drop(self.embedding(ids)).transpose(1, 2)
         pooled = []
@@ -91,6 +93,9 @@ class Net(nn.Module):
             pooled.append(z.amax(-1))
             if self.pool == "maxmean":
                 pooled.append(z.sum(-1) / n)
+        if self.words is not None:
+            wm = (wids != 0).unsqueeze(-1).float()
+            pooled.append((self.words(wids) * wm).sum(1) / wm.sum(1).clamp(min=1))
         h = self.feat_drop(torch.cat(pooled, 1))
         if self.fc1 is not None:
             h = self.dropout(F.relu(self.fc1(h)))
@@ -150,6 +155,31 @@ def alias_examples(data, rng):
     return out_t, np.stack(out_y)
 
 
+WORD_BUCKETS = 0
+def word_ids(texts, maxw=256):
+    if not WORD_BUCKETS:
+        return None
+    from sklearn.utils import murmurhash3_32
+    rows = []
+    for t in texts:
+        w = re.findall(r"\w+", t)
+        toks = w + [a + " " + b for a, b in zip(w, w[1:])]
+        rows.append([murmurhash3_32(x, seed=0, positive=True) % WORD_BUCKETS + 1 for x in toks[:maxw]] or [0])
+    n = max(len(r) for r in rows)
+    out = np.zeros((len(rows), n), np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return torch.from_numpy(out)
+
+
+def asl_loss(logits, y, gamma_neg=4.0, gamma_pos=0.0, clip=0.05):
+    p = torch.sigmoid(logits)
+    pn = (p - clip).clamp(min=0) if clip else p
+    lp = y * torch.log(p.clamp(min=1e-8)) * (1 - p) ** gamma_pos
+    ln = (1 - y) * torch.log((1 - pn).clamp(min=1e-8)) * pn ** gamma_neg
+    return -(lp + ln).sum(1).mean()
+
+
 def predict(model, texts, vocab, maxlen, bs=256):
     model.eval()
     lengths = np.array([len(t) for t in texts])
@@ -157,7 +187,7 @@ def predict(model, texts, vocab, maxlen, bs=256):
     with torch.no_grad():
         for idx in bucket_order(lengths, bs, None):
             ids = encode_batch([texts[i] for i in idx], vocab, maxlen)
-            out[idx] = torch.sigmoid(model(ids)).numpy()
+            out[idx] = torch.sigmoid(model(ids, word_ids([texts[i] for i in idx]))).numpy()
     return out
 
 
@@ -182,6 +212,11 @@ def run(args, seed):
         tt = list(tt) + data["unlabeled"]
         yt = np.concatenate([yt, np.zeros((len(data["unlabeled"]), yt.shape[1]), np.float32)])
         tags_tr = tags_tr + data["unlabeled_tags"]
+    if args.trainval:  # refit on train + val (fixed schedule, last epoch; val scores are then in-sample)
+        tt = list(tt) + list(vt)
+        yt = np.concatenate([yt, yv])
+        tags_tr = tags_tr + [[] for _ in vt]
+        args.keep_last = True
     aux = np.zeros((len(tt), 0), np.float32)
     if args.aux_min_freq > 0:  # auxiliary outputs: the other tags with enough train rows
         from collections import Counter
@@ -200,8 +235,8 @@ def run(args, seed):
     vocab = CharVocab.fit(tt)
     widths = tuple(range(1, args.wmax + 1)) if args.widths is None else tuple(int(w) for w in args.widths.split(","))
     model = Net(vocab.size, yt_full.shape[1], args.emb, args.nf, widths, args.hidden, args.dropout, args.pool,
-                args.emb_drop, args.feat_drop)
-    main_loss = make_loss(yt.sum(0), len(yt), args.imbalance)
+                args.emb_drop, args.feat_drop, word_buckets=args.word_buckets, word_dim=args.word_dim)
+    main_loss = asl_loss if args.imbalance == "asl" else make_loss(yt.sum(0), len(yt), args.imbalance)
 
     def loss_fn(logits, y):
         out = main_loss(logits[:, :L], y[:, :L])
@@ -272,7 +307,7 @@ def run(args, seed):
             if args.smooth > 0:
                 y = y * (1 - args.smooth) + args.smooth / 2
             opt.zero_grad()
-            loss = loss_fn(model(ids), y)
+            loss = loss_fn(model(ids, word_ids([pool_t[i] for i in idx])), y)
             loss.backward()
             opt.step()
             if ema is not None:
@@ -348,9 +383,14 @@ def main():
     ap.add_argument("--aux-min-freq", type=int, default=0, help="auxiliary outputs for other tags with >= N train rows")
     ap.add_argument("--aux-weight", type=float, default=1.0)
     ap.add_argument("--keep-last", action="store_true")
+    ap.add_argument("--trainval", action="store_true", help="train on train + val, keep the last epoch")
     ap.add_argument("--save", default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--word-buckets", type=int, default=0, help="hashed word uni+bigram branch (buckets; 0 = off)")
+    ap.add_argument("--word-dim", type=int, default=64)
     a = ap.parse_args()
+    global WORD_BUCKETS
+    WORD_BUCKETS = a.word_buckets
     D = a.data_dir
     torch.set_num_threads(a.threads)
     rs = []
