@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tagging.baselines import SplitData, TfidfLinearBaseline, read_tag_index
 from tagging.config import load_config
 from tagging.dataset import prepare
-from tagging.labels import LabelSpace, read_labels_file
+from tagging.labels import read_labels_file
 from tagging.local import read_rows_local
 from tagging.metrics import weighted_f1
 

@@ -64,9 +64,9 @@ def tag_index(cfg):
     """The tags file the artifact was trained with (aliases, parents), when it is still there."""
     from tagging.labels import TagIndex
 
-    if cfg.tags_file and Path(cfg.tags_file).is_file():
-        return TagIndex.from_records(json.loads(Path(cfg.tags_file).read_text("utf-8")))
-    return TagIndex()
+    from tagging.readers import file_exists, load_tag_index
+
+    return load_tag_index(cfg.tags_file) if cfg.tags_file and file_exists(cfg.tags_file) else TagIndex()
 
 
 class _Calibration:

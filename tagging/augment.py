@@ -80,12 +80,9 @@ def alias_table_for(cfg, labels) -> list[tuple[tuple[str, ...], tuple[int, ...]]
     defaults to on when a tags file is given)."""
     if not cfg.alias_examples:
         return []
-    import json
-    from pathlib import Path
-
-    from tagging.labels import TagIndex
+    from tagging.readers import load_tag_index
     from tagging.text import normalize
 
-    index = TagIndex.from_records(json.loads(Path(cfg.data.tags_file).read_text("utf-8")))
+    index = load_tag_index(cfg.data.tags_file)
     d = cfg.data
     return alias_table(index, labels, lambda t: normalize(t, lowercase=d.lowercase, remove_stopwords=d.remove_stopwords))

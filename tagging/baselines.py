@@ -58,7 +58,6 @@ class SplitData:
 def load_split_data(data: Sequence[str], cfg: TrainConfig, model_dir: str | None = None) -> SplitData:
     """The CNN's train/val/test rows: prepared as in training, or taken from an artifact's splits.json."""
     from tagging.dataset import prepare
-    from tagging.labels import read_labels_file
     from tagging.local import read_rows_local
 
     fixed, splits, source = None, None, "prepare(seed)"
@@ -69,7 +68,9 @@ def load_split_data(data: Sequence[str], cfg: TrainConfig, model_dir: str | None
         fixed, splits = list(art.labels.labels), art.read_json("splits.json")
         source = f"artifact {art.model_version} ({art.path})"
     elif cfg.data.labels_file:
-        fixed = read_labels_file(Path(cfg.data.labels_file).read_text("utf-8"))
+        from tagging.readers import load_labels_file
+
+        fixed = load_labels_file(cfg.data.labels_file)
     index = read_tag_index(cfg.data.tags_file)
     rows, rejects = read_rows_local(data, cfg)
     p = prepare(rows, rejects, cfg.data, cfg.seed, index, fixed)
@@ -96,9 +97,9 @@ def load_split_data(data: Sequence[str], cfg: TrainConfig, model_dir: str | None
 
 
 def read_tag_index(tags_file: str | None) -> TagIndex:
-    if not tags_file:
-        return TagIndex()
-    return TagIndex.from_records(json.loads(Path(tags_file).read_text("utf-8")))
+    from tagging.readers import load_tag_index
+
+    return load_tag_index(str(tags_file) if tags_file else None)
 
 
 # ----------------------------------------------------------------------------- rules

@@ -54,8 +54,8 @@ def train(
     data: Data,
     out: Annotated[Path, typer.Option(help="Artifact directory to create (must not exist or be empty).")] = Path("artifacts/model"),
     config: Annotated[Optional[Path], typer.Option(help="Config file (JSON/YAML); CLI options override it.")] = None,
-    labels: Annotated[Optional[Path], typer.Option(help="Fixed label space: one tag a line.")] = None,
-    tags: Annotated[Optional[Path], typer.Option(help="Tags file: JSON array of {tag, aliases, parents}.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Fixed label space: one tag a line (path or URI).")] = None,
+    tags: Annotated[Optional[str], typer.Option(help="Tags file: JSON array of {tag, aliases, parents} (path or URI).")] = None,
     expand_parents: Annotated[Optional[bool], typer.Option("--expand-parents/--no-expand-parents", help="Add parent tags from --tags.")] = None,
     min_tag_freq: Annotated[Optional[int], typer.Option(help="Without --labels: keep tags in at least N rows.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Ray Train workers (DDP).")] = None,
@@ -161,7 +161,7 @@ def synth(
 @app.command("bench-train")
 def bench_train(
     data: Data,
-    labels: Annotated[Optional[Path], typer.Option(help="Fixed label space file.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Fixed label space file (path or URI).")] = None,
     epochs: Annotated[int, typer.Option(help="Timed epochs per side (after one warm-up epoch); medians are compared.")] = 4,
     workers: Annotated[int, typer.Option(help="Ray Train workers.")] = 2,
     out: Annotated[Optional[Path], typer.Option(help="Write the measurements as JSON here.")] = None,

@@ -9,7 +9,7 @@ import numpy as np
 from tagging.artifact import load_artifact
 from tagging.labels import TagIndex
 from tagging.metrics import evaluate
-from tagging.readers import Row, check_columns, plan_units, read_unit
+from tagging.readers import Row, check_columns, file_exists, load_tag_index, plan_units, read_unit
 from tagging.text import normalize
 from tagging.thresholds import apply_thresholds
 from tagging.train_loop import predict_texts
@@ -20,16 +20,11 @@ def evaluate_files(model_dir: str, data: Sequence[str]) -> dict:
 
     Rows without any tag in the label space are left out and counted; rejected rows are counted.
     """
-    import json
-    from pathlib import Path
-
     art = load_artifact(model_dir)
     cfg = art.config.data
     units = plan_units(data)
     check_columns(units, cfg, need_tags=True)
-    index = TagIndex()
-    if cfg.tags_file and Path(cfg.tags_file).is_file():
-        index = TagIndex.from_records(json.loads(Path(cfg.tags_file).read_text("utf-8")))
+    index = load_tag_index(cfg.tags_file) if cfg.tags_file and file_exists(cfg.tags_file) else TagIndex()
     rows, rejected, seen = [], 0, set()
     for unit in units:
         for item in read_unit(unit, cfg, need_tags=True):

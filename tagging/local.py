@@ -16,7 +16,6 @@ from tagging.artifact import Artifact, save_artifact
 from tagging.augment import alias_table_for
 from tagging.config import TrainConfig
 from tagging.dataset import Prepared, prepare
-from tagging.labels import TagIndex, read_labels_file
 from tagging.metrics import evaluate
 from tagging.model import assemble, count_parameters
 from tagging.readers import Reject, check_columns, plan_units, read_unit
@@ -42,12 +41,11 @@ def read_rows_local(data: Sequence[str], cfg: TrainConfig) -> tuple[pd.DataFrame
 
 
 def prepare_local(data: Sequence[str], cfg: TrainConfig) -> Prepared:
-    import json
-    from pathlib import Path
+    from tagging.readers import load_labels_file, load_tag_index
 
     rows, rejects = read_rows_local(data, cfg)
-    index = TagIndex.from_records(json.loads(Path(cfg.data.tags_file).read_text())) if cfg.data.tags_file else None
-    fixed = read_labels_file(Path(cfg.data.labels_file).read_text()) if cfg.data.labels_file else None
+    index = load_tag_index(cfg.data.tags_file) if cfg.data.tags_file else None
+    fixed = load_labels_file(cfg.data.labels_file) if cfg.data.labels_file else None
     return prepare(rows, rejects, cfg.data, cfg.seed, index, fixed)
 
 

@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from tagging.config import DataConfig
-from tagging.labels import TagParseError, parse_tags
+from tagging.labels import TagIndex, TagParseError, parse_tags, read_labels_file
 from tagging.text import join_fields, normalize
 
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
@@ -66,6 +66,39 @@ def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     import os
 
     return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def file_exists(uri: str) -> bool:
+    """Whether a local path or pyarrow filesystem URI names a file."""
+    fs, path = resolve_filesystem(uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def read_text(uri: str) -> str:
+    """A small UTF-8 text file (a labels or tags file) from a local path or any pyarrow URI."""
+    fs, path = resolve_filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise FileNotFoundError(f"{uri}: no such file")
+    with fs.open_input_stream(path) as stream:
+        return stream.read().decode("utf-8")
+
+
+def load_labels_file(uri: str) -> list[str]:
+    """The label space of a labels file (path or URI): one tag a line, sorted."""
+    return read_labels_file(read_text(uri))
+
+
+def load_tag_index(uri: str | None) -> TagIndex:
+    """Aliases and parents from a tags file (path or URI); an empty index without one."""
+    if not uri:
+        return TagIndex()
+    try:
+        records = json.loads(read_text(uri))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{uri}: not a JSON tags file ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{uri}: a tags file is a JSON array of {{tag, aliases, parents}}")
+    return TagIndex.from_records(records)
 
 
 def detect_format(path: str) -> str:

@@ -162,12 +162,14 @@ class EvalRows:
 
 def tags_file_of(art: Artifact, tags_file: str | Path | None = None) -> str | None:
     """``tags_file`` if given, else the training run's tags file when it exists on this machine."""
+    from tagging.readers import file_exists
+
     if tags_file:
-        if not Path(tags_file).is_file():
+        if not file_exists(str(tags_file)):
             raise FileNotFoundError(f"{tags_file}: no such tags file")
         return str(tags_file)
     own = art.config.data.tags_file
-    return own if own and Path(own).is_file() else None
+    return own if own and file_exists(own) else None
 
 
 def load_test_rows(art: Artifact, data: Sequence[str], tags_file: str | None = None) -> EvalRows:

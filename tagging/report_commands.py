@@ -32,8 +32,8 @@ def _log(message: str) -> None:
 def baselines(
     data: Annotated[list[str], typer.Option("--data", "-d", help="Labeled input files, directories, globs or URIs. Repeatable.")],
     out: Annotated[Path, typer.Option(help="Directory for baselines.json, baselines.md and run.json.")],
-    labels: Annotated[Optional[Path], typer.Option(help="Fixed label space: one tag a line (as for `tagging train`).")] = None,
-    tags: Annotated[Optional[Path], typer.Option(help="Tags file (JSON array of {tag, aliases, parents}): alias mapping and the rules.")] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Fixed label space: one tag a line, path or URI (as for `tagging train`).")] = None,
+    tags: Annotated[Optional[str], typer.Option(help="Tags file (JSON array of {tag, aliases, parents}; path or URI): alias mapping and the rules.")] = None,
     model: Annotated[Optional[Path], typer.Option(help="Reuse this artifact's labels and split membership (splits.json).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Config file of the CNN run (its data settings and seed define the split); not used with --model.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Split seed (as `tagging train --seed`); also seeds the random baselines.")] = None,
@@ -75,7 +75,7 @@ def report(
     data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Labeled data the model was trained on: its test ids (splits.json) are scored. Repeatable.")] = None,
     baselines: Annotated[Optional[Path], typer.Option(help="Output directory of `tagging baselines`, shown next to the model.")] = None,
     behavior: Annotated[bool, typer.Option("--behavior/--no-behavior", help="Run the behavioral checks and summarize them.")] = True,
-    tags: Annotated[Optional[Path], typer.Option(help="Tags file (aliases, parents).", show_default="the training run's, if present")] = None,
+    tags: Annotated[Optional[str], typer.Option(help="Tags file (aliases, parents); path or URI.", show_default="the training run's, if present")] = None,
 ) -> None:
     """Self-contained HTML evaluation report (metrics, baselines, curves, errors, slices, behavioral checks)."""
 

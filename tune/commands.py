@@ -15,8 +15,8 @@ def register(app: typer.Typer) -> None:
     def tune(
         data: Data,
         out: Annotated[Path, typer.Option(help="Output directory: leaderboard, Pareto plot, best config, artifact.")] = Path("out/tune"),
-        labels: Annotated[Optional[Path], typer.Option(help="Fixed label space: one tag a line.")] = None,
-        tags: Annotated[Optional[Path], typer.Option(help="Tags file: JSON array of {tag, aliases, parents}.")] = None,
+        labels: Annotated[Optional[str], typer.Option(help="Fixed label space: one tag a line (path or URI).")] = None,
+        tags: Annotated[Optional[str], typer.Option(help="Tags file: JSON array of {tag, aliases, parents} (path or URI).")] = None,
         config: Annotated[Optional[Path], typer.Option(help="Base config file; the search overrides its fields.")] = None,
         trials: Annotated[int, typer.Option(help="Number of trials.")] = 12,
         max_epochs: Annotated[int, typer.Option(help="Epochs per trial at most (ASHA stops weak trials sooner).")] = 40,

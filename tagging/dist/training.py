@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import secrets
 import time
@@ -17,7 +16,7 @@ from tagging.artifact import Artifact, save_artifact, update_manifest
 from tagging.augment import alias_table_for
 from tagging.config import TrainConfig, absolute_paths, to_dict
 from tagging.dataset import Prepared, prepare, summary_line
-from tagging.labels import TagIndex, read_labels_file
+from tagging.labels import TagIndex
 from tagging.metrics import evaluate, weighted_f1
 from tagging.model import assemble, count_parameters
 from tagging.readers import check_columns, plan_units
@@ -32,11 +31,10 @@ def new_run_name(prefix: str = "train") -> str:
 
 
 def load_inputs(cfg: TrainConfig) -> tuple[TagIndex | None, list[str] | None]:
-    tag_index = fixed = None
-    if cfg.data.tags_file:
-        tag_index = TagIndex.from_records(json.loads(Path(cfg.data.tags_file).read_text("utf-8")))
-    if cfg.data.labels_file:
-        fixed = read_labels_file(Path(cfg.data.labels_file).read_text("utf-8"))
+    from tagging.readers import load_labels_file, load_tag_index
+
+    tag_index = load_tag_index(cfg.data.tags_file) if cfg.data.tags_file else None
+    fixed = load_labels_file(cfg.data.labels_file) if cfg.data.labels_file else None
     return tag_index, fixed
 
 

@@ -114,3 +114,17 @@ def test_random_baselines_use_priors(split):
     prior.fit(split)
     pred = prior.predict(["x"] * 4000)
     np.testing.assert_allclose(pred.mean(0), split.y["train"].mean(0), atol=0.03)
+
+
+def test_cli_takes_a_labels_file_uri(tmp_path, synth_parquet, split):
+    """A URI survives the CLI (a Path option would fold file:/// into file:/)."""
+    from typer.testing import CliRunner
+
+    from tagging.cli import app
+
+    two = list(split.labels.labels)[:2]
+    (tmp_path / "labels.txt").write_text("\n".join(two) + "\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["baselines", "--data", synth_parquet, "--labels", f"file://{tmp_path}/labels.txt",
+                                   "--out", str(tmp_path / "out"), "--c", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["labels"] == two

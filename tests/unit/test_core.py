@@ -438,3 +438,32 @@ def test_alias_examples_name_tags_and_their_ancestors():
     assert load_config(None, {"data.tags_file": "tags.json"}).alias_examples is True
     assert load_config(None, {"data.tags_file": "tags.json", "alias_examples": False}).alias_examples is False
     assert to_dict(load_config(None, {"data.tags_file": "tags.json"}))["alias_examples"] is True
+
+
+def test_labels_and_tags_files_from_paths_and_uris(tmp_path):
+    """--labels / --tags take a local path or a pyarrow filesystem URI, like the data files."""
+    from tagging.local import prepare_local
+    from tagging.readers import load_labels_file, load_tag_index
+
+    (tmp_path / "labels.txt").write_text("# label space\nnlp\nvision\n", encoding="utf-8")
+    (tmp_path / "tags.json").write_text(json.dumps([{"tag": "nlp", "aliases": ["natural-language"], "parents": []},
+                                                    {"tag": "vision", "aliases": [], "parents": []}]), encoding="utf-8")
+    rows = [{"id": i, "title": f"project {i}", "description": "parsing words" if i % 2 else "labelling pixels",
+             "tags": ["natural-language"] if i % 2 else ["vision", "code"]} for i in range(20)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    for form in (str(tmp_path / "{}"), f"file://{tmp_path}/{{}}"):
+        assert load_labels_file(form.format("labels.txt")) == ["nlp", "vision"]
+        assert load_tag_index(form.format("tags.json")).canonical(["natural-language"]) == ["nlp"]
+        cfg = load_config(None, {"data.labels_file": form.format("labels.txt"), "data.tags_file": form.format("tags.json")})
+        p = prepare_local([str(tmp_path / "d.jsonl")], cfg)
+        assert list(p.labels.labels) == ["nlp", "vision"]
+        # every row is kept: the alias maps the odd rows onto "nlp"
+        assert len(p.rows) == 20 and np.stack(p.rows["y"].to_numpy()).sum(0).tolist() == [10, 10]
+    with pytest.raises(FileNotFoundError, match="nope.json: no such file"):
+        load_tag_index(f"file://{tmp_path}/nope.json")
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.json: not a JSON tags file"):
+        load_tag_index(str(tmp_path / "bad.json"))
+    (tmp_path / "obj.json").write_text('{"tag": "nlp"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="JSON array"):
+        load_tag_index(str(tmp_path / "obj.json"))
