@@ -64,15 +64,18 @@ def load(tags=False):
 
 class Net(nn.Module):
     def __init__(self, V, L, emb, nf, widths, hidden, dropout, pool="max", emb_drop=0.0, feat_drop=0.0, hidden_layers=1,
-                 word_buckets=0, word_dim=64):
+                 word_buckets=0, word_dim=64, wide=False):
         super().__init__()
         self.embedding = nn.Embedding(V, emb, padding_idx=PAD_ID)
-        self.words = nn.Embedding(word_buckets + 1, word_dim, padding_idx=0) if word_buckets else None
+        self.wide = wide  # words as a linear path straight to the logits (wide & deep) instead of a feature
+        self.words = nn.Embedding(word_buckets + 1, L if wide else word_dim, padding_idx=0) if word_buckets else None
+        if self.words is not None and wide:
+            nn.init.zeros_(self.words.weight)  # starts as the plain CNN
         self.convs = nn.ModuleList(nn.Conv1d(emb, nf, w) for w in widths)
         self.pads = [((w - 1) // 2, w // 2) for w in widths]
         self.pool = pool
         mult = 2 if pool == "maxmean" else 1
-        feats = nf * len(widths) * mult + (word_dim if word_buckets else 0)
+        feats = nf * len(widths) * mult + (word_dim if word_buckets and not wide else 0)
         self.emb_drop = nn.Dropout(emb_drop)
         self.feat_drop = nn.Dropout(feat_drop)
         if hidden > 0:
@@ -93,13 +96,17 @@ class Net(nn.Module):
             pooled.append(z.amax(-1))
             if self.pool == "maxmean":
                 pooled.append(z.sum(-1) / n)
+        bag = None
         if self.words is not None:
             wm = (wids != 0).unsqueeze(-1).float()
-            pooled.append((self.words(wids) * wm).sum(1) / wm.sum(1).clamp(min=1))
+            n_words = wm.sum(1).clamp(min=1)
+            bag = (self.words(wids) * wm).sum(1) / (n_words.sqrt() if self.wide else n_words)
+            if not self.wide:
+                pooled.append(bag)
         h = self.feat_drop(torch.cat(pooled, 1))
         if self.fc1 is not None:
             h = self.dropout(F.relu(self.fc1(h)))
-        return self.fc2(h)
+        return self.fc2(h) + (bag if self.wide else 0)
 
 
 def augment(text, rng, word_drop, char_noise, crop):
@@ -235,7 +242,8 @@ def run(args, seed):
     vocab = CharVocab.fit(tt)
     widths = tuple(range(1, args.wmax + 1)) if args.widths is None else tuple(int(w) for w in args.widths.split(","))
     model = Net(vocab.size, yt_full.shape[1], args.emb, args.nf, widths, args.hidden, args.dropout, args.pool,
-                args.emb_drop, args.feat_drop, word_buckets=args.word_buckets, word_dim=args.word_dim)
+                args.emb_drop, args.feat_drop, word_buckets=args.word_buckets, word_dim=args.word_dim,
+                wide=args.wide)
     main_loss = asl_loss if args.imbalance == "asl" else make_loss(yt.sum(0), len(yt), args.imbalance)
 
     def loss_fn(logits, y):
@@ -388,6 +396,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--word-buckets", type=int, default=0, help="hashed word uni+bigram branch (buckets; 0 = off)")
     ap.add_argument("--word-dim", type=int, default=64)
+    ap.add_argument("--wide", action="store_true", help="the word branch adds to the logits (linear, wide & deep)")
     a = ap.parse_args()
     global WORD_BUCKETS
     WORD_BUCKETS = a.word_buckets
