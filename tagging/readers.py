@@ -69,9 +69,13 @@ def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def file_exists(uri: str) -> bool:
-    """Whether a local path or pyarrow filesystem URI names a file."""
-    fs, path = resolve_filesystem(uri)
-    return fs.get_file_info(path).type == pafs.FileType.File
+    """Whether a local path or pyarrow filesystem URI names a file that can be reached from here
+    (an unknown scheme or a filesystem without credentials counts as not there)."""
+    try:
+        fs, path = resolve_filesystem(uri)
+        return fs.get_file_info(path).type == pafs.FileType.File
+    except (OSError, ValueError):
+        return False
 
 
 def read_text(uri: str) -> str:

@@ -459,6 +459,10 @@ def test_labels_and_tags_files_from_paths_and_uris(tmp_path):
         assert list(p.labels.labels) == ["nlp", "vision"]
         # every row is kept: the alias maps the odd rows onto "nlp"
         assert len(p.rows) == 20 and np.stack(p.rows["y"].to_numpy()).sum(0).tolist() == [10, 10]
+    from tagging.readers import file_exists
+
+    assert file_exists(f"file://{tmp_path}/tags.json") and not file_exists(f"file://{tmp_path}/nope.json")
+    assert not file_exists("nosuchscheme://bucket/tags.json")  # the artifact's tags file "when it is still there"
     with pytest.raises(FileNotFoundError, match="nope.json: no such file"):
         load_tag_index(f"file://{tmp_path}/nope.json")
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
