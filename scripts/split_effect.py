@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tagging.baselines import SplitData, TfidfLinearBaseline, read_tag_index
+from tagging.baselines import SplitData, TfidfLinearBaseline
 from tagging.config import load_config
 from tagging.dataset import prepare
-from tagging.labels import read_labels_file
 from tagging.local import read_rows_local
+from tagging.readers import load_label_inputs
 from tagging.metrics import weighted_f1
 
 D = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "projects")
@@ -30,9 +30,8 @@ def prepared(d: str, seed: int, tags: bool):
     if tags:
         over["data.tags_file"] = f"{d}/tags.json"
     cfg = load_config(None, over)
-    fixed = read_labels_file(Path(cfg.data.labels_file).read_text("utf-8"))
     rows, rejects = read_rows_local([f"{d}/projects.json"], cfg)
-    return prepare(rows, rejects, cfg.data, seed, read_tag_index(cfg.data.tags_file), fixed)
+    return prepare(rows, rejects, cfg.data, seed, *load_label_inputs(cfg.data))
 
 
 def main() -> None:

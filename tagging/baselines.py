@@ -59,19 +59,16 @@ def load_split_data(data: Sequence[str], cfg: TrainConfig, model_dir: str | None
     """The CNN's train/val/test rows: prepared as in training, or taken from an artifact's splits.json."""
     from tagging.dataset import prepare
     from tagging.local import read_rows_local
+    from tagging.readers import load_label_inputs
 
-    fixed, splits, source = None, None, "prepare(seed)"
+    index, fixed = load_label_inputs(cfg.data)
+    splits, source = None, "prepare(seed)"
     if model_dir is not None:
         from tagging.artifact import load_artifact
 
         art = load_artifact(model_dir)
         fixed, splits = list(art.labels.labels), art.read_json("splits.json")
         source = f"artifact {art.model_version} ({art.path})"
-    elif cfg.data.labels_file:
-        from tagging.readers import load_labels_file
-
-        fixed = load_labels_file(cfg.data.labels_file)
-    index = read_tag_index(cfg.data.tags_file)
     rows, rejects = read_rows_local(data, cfg)
     p = prepare(rows, rejects, cfg.data, cfg.seed, index, fixed)
     frame = p.rows
@@ -94,12 +91,6 @@ def load_split_data(data: Sequence[str], cfg: TrainConfig, model_dir: str | None
     if splits is not None:
         info["rows_not_in_artifact_splits"] = missing
     return SplitData(p.labels, texts, ys, ids, index, info)
-
-
-def read_tag_index(tags_file: str | None) -> TagIndex:
-    from tagging.readers import load_tag_index
-
-    return load_tag_index(str(tags_file) if tags_file else None)
 
 
 # ----------------------------------------------------------------------------- rules

@@ -41,12 +41,10 @@ def read_rows_local(data: Sequence[str], cfg: TrainConfig) -> tuple[pd.DataFrame
 
 
 def prepare_local(data: Sequence[str], cfg: TrainConfig) -> Prepared:
-    from tagging.readers import load_labels_file, load_tag_index
+    from tagging.readers import load_label_inputs
 
     rows, rejects = read_rows_local(data, cfg)
-    index = load_tag_index(cfg.data.tags_file) if cfg.data.tags_file else None
-    fixed = load_labels_file(cfg.data.labels_file) if cfg.data.labels_file else None
-    return prepare(rows, rejects, cfg.data, cfg.seed, index, fixed)
+    return prepare(rows, rejects, cfg.data, cfg.seed, *load_label_inputs(cfg.data))
 
 
 def train_local(data: Sequence[str], out: str, cfg: TrainConfig, model_version: str = "local", log=None) -> Artifact:

@@ -105,6 +105,12 @@ def load_tag_index(uri: str | None) -> TagIndex:
     return TagIndex.from_records(records)
 
 
+def load_label_inputs(cfg: DataConfig) -> tuple[TagIndex, list[str] | None]:
+    """What training reads besides the data: the tags file's index (empty without one) and the
+    labels file's label space (None without one: labels then come from tag frequency)."""
+    return load_tag_index(cfg.tags_file), (load_labels_file(cfg.labels_file) if cfg.labels_file else None)
+
+
 def detect_format(path: str) -> str:
     lower = path.lower()
     for ext, fmt in FORMATS.items():

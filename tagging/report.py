@@ -178,13 +178,13 @@ def load_test_rows(art: Artifact, data: Sequence[str], tags_file: str | None = N
     Tags are mapped through ``tags_file`` (aliases, parents) as in training; without it, rows
     whose tags are aliases would be labeled differently, which ``data_hash_matches_artifact`` shows.
     """
-    from tagging.baselines import read_tag_index
+    from tagging.readers import load_tag_index
     from tagging.dataset import prepare
     from tagging.local import read_rows_local
 
     cfg = art.config
     rows, rejects = read_rows_local(data, cfg)
-    p = prepare(rows, rejects, cfg.data, cfg.seed, read_tag_index(tags_file), list(art.labels.labels))
+    p = prepare(rows, rejects, cfg.data, cfg.seed, load_tag_index(tags_file), list(art.labels.labels))
     splits = art.read_json("splits.json")
     want = {i for i, s in splits.items() if s == "test"}
     test = p.rows[p.rows["id"].astype(str).isin(want)]
@@ -359,7 +359,8 @@ def build_report(model_dir: str | Path, out_dir: str | Path, data: Sequence[str]
     plots: dict[str, str | None] = {}
     errors: dict = {}
     if data:
-        from tagging.baselines import TagMatcher, read_tag_index, throughput
+        from tagging.baselines import TagMatcher, throughput
+        from tagging.readers import load_tag_index
 
         rows = load_test_rows(art, data, tags_file)
         probs = predictor.probs(rows.texts, normalized=True)
@@ -368,7 +369,7 @@ def build_report(model_dir: str | Path, out_dir: str | Path, data: Sequence[str]
         report.update(metrics)
         report["evaluated_on"] = {**rows.info, "split": "test", "num_samples": len(rows.ids)}
         report["throughput_docs_per_s"] = throughput(lambda t: predictor.probs(t, normalized=True), rows.texts)
-        matcher = TagMatcher(read_tag_index(tags_file), labels)
+        matcher = TagMatcher(load_tag_index(tags_file), labels)
         masks = {f"short_text (<{SHORT_TEXT_CHARS} chars)": short_text_mask(rows.texts),
                  "no_alias_of_true_tag_in_text": no_alias_mask(rows.texts, rows.y, labels, matcher)}
         masks["all"] = np.ones(len(rows.texts), dtype=bool)

@@ -16,10 +16,9 @@ from tagging.artifact import Artifact, save_artifact, update_manifest
 from tagging.augment import alias_table_for
 from tagging.config import TrainConfig, absolute_paths, to_dict
 from tagging.dataset import Prepared, prepare, summary_line
-from tagging.labels import TagIndex
 from tagging.metrics import evaluate, weighted_f1
 from tagging.model import assemble, count_parameters
-from tagging.readers import check_columns, plan_units
+from tagging.readers import check_columns, load_label_inputs, plan_units
 from tagging.thresholds import apply_thresholds, fit_thresholds, select_policy
 from tagging.train_loop import merged_history, predict_texts
 from tagging.vocab import CharVocab
@@ -30,19 +29,11 @@ def new_run_name(prefix: str = "train") -> str:
     return f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def load_inputs(cfg: TrainConfig) -> tuple[TagIndex | None, list[str] | None]:
-    from tagging.readers import load_labels_file, load_tag_index
-
-    tag_index = load_tag_index(cfg.data.tags_file) if cfg.data.tags_file else None
-    fixed = load_labels_file(cfg.data.labels_file) if cfg.data.labels_file else None
-    return tag_index, fixed
-
-
 def check_inputs(cfg: TrainConfig, data: Sequence[str]) -> list:
     """Fail before any work (no Ray started) on a missing file, column, labels or tags file."""
     units = plan_units(data)
     check_columns(units, cfg.data, need_tags=True)
-    load_inputs(cfg)
+    load_label_inputs(cfg.data)
     return units
 
 
@@ -50,7 +41,7 @@ def prepare_with_ray(cfg: TrainConfig, data: Sequence[str], log: Callable[[str],
     from tagging.dist.data import collect_training_rows
 
     units = units if units is not None else check_inputs(cfg, data)
-    tag_index, fixed = load_inputs(cfg)
+    tag_index, fixed = load_label_inputs(cfg.data)
     rows, rejects = collect_training_rows(units, cfg.data)
     prepared = prepare(rows, rejects, cfg.data, cfg.seed, tag_index, fixed)
     log(f"[tagging] {summary_line(prepared.counts)}")
