@@ -9,7 +9,11 @@ Layout::
     vocab.json labels.json thresholds.json metrics.json splits.json history.json
 
 Everything that evaluates or scores loads through ``load_artifact``, which verifies every
-checksum and refuses a changed, missing or mismatched file with a clear message.
+checksum and refuses a changed, missing or mismatched file with a clear message. The artifact
+also says how to read data for its model: ``normalize`` (texts as the model reads them),
+``tags_file`` / ``tag_index`` (aliases and parents of its training run) and ``labeled_rows``
+(labeled data in its label space, with each row's split). Prediction: tagging.evaluation.Predictor
+(PyTorch) and tagging.onnx_scoring.OnnxScorer (ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -29,7 +34,7 @@ import numpy as np
 
 from tagging import __version__
 from tagging.config import TrainConfig, from_dict, to_dict
-from tagging.labels import LabelSpace
+from tagging.labels import LabelSpace, TagIndex
 from tagging.vocab import CharVocab
 
 SCHEMA_VERSION = 1
@@ -117,6 +122,94 @@ class Artifact:
 
     def read_json(self, name: str):
         return json.loads((self.path / name).read_text("utf-8"))
+
+    @property
+    def splits(self) -> dict[str, str]:
+        """id -> 'train' | 'val' | 'test' of every row the model was trained on (splits.json)."""
+        return self.read_json("splits.json")
+
+    def normalize(self, texts: Iterable[str]) -> list[str]:
+        """Raw texts as the model reads them: normalized as its training data was."""
+        from tagging.text import normalize
+
+        cfg = self.config.data
+        return [normalize(t, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords) for t in texts]
+
+    def tags_file(self, override: str | Path | None = None) -> str | None:
+        """The tags file (aliases, parents) to label data with: ``override`` if given (it must
+        exist), else the training run's when it can still be reached from here, else None."""
+        from tagging.readers import file_exists
+
+        if override:
+            if not file_exists(str(override)):
+                raise FileNotFoundError(f"{override}: no such tags file")
+            return str(override)
+        own = self.config.data.tags_file
+        return own if own and file_exists(own) else None
+
+    def tag_index(self, override: str | Path | None = None) -> TagIndex:
+        """The index of ``tags_file(override)``; empty without a tags file."""
+        from tagging.readers import load_tag_index
+
+        return load_tag_index(self.tags_file(override))
+
+    def labeled_rows(self, data: Sequence[str], tags_file: str | Path | None = None) -> "LabeledRows":
+        """The labeled rows of ``data`` in this model's label space, read as in training.
+
+        Rows are read and normalized by the core readers with the artifact's data settings; the
+        first valid occurrence of an id wins (later ones count as rejected); tags are mapped
+        through ``tags_file(tags_file)``; rows without a tag in the label space are counted and
+        left out. Rows come in id order, each with its split in ``splits.json`` (None if absent).
+        """
+        import pandas as pd
+
+        from tagging.dataset import data_hash
+        from tagging.readers import Row, check_columns, load_tag_index, plan_units, read_unit
+
+        cfg = self.config.data
+        units = plan_units(list(data))
+        check_columns(units, cfg, need_tags=True)
+        used_tags_file = self.tags_file(tags_file)
+        index = load_tag_index(used_tags_file)
+        first: dict[str, Row] = {}
+        read = 0
+        for unit in units:
+            for item in read_unit(unit, cfg, need_tags=True):
+                read += 1
+                if isinstance(item, Row) and item.id not in first:
+                    first[item.id] = item
+        ids = sorted(first)
+        tags = [tuple(index.canonical(first[i].tags, cfg.expand_parents)) for i in ids]
+        y = self.labels.encode(tags)
+        keep = np.flatnonzero(y.sum(1) > 0)
+        ids, texts, tags = [ids[k] for k in keep], [first[ids[k]].text for k in keep], [tags[k] for k in keep]
+        splits = self.splits
+        accounting = {"rows_read": read, "rows_used": len(ids), "rows_rejected": read - len(first),
+                      "rows_unlabeled": len(first) - len(ids)}
+        return LabeledRows(ids, texts, y[keep], [splits.get(i) for i in ids], accounting,
+                           data_hash(pd.DataFrame({"id": ids, "text": texts, "tags": tags})), used_tags_file, index)
+
+
+@dataclass(frozen=True)
+class LabeledRows:
+    """Labeled rows of some data in an artifact's label space (``Artifact.labeled_rows``)."""
+
+    ids: list[str]  # in id order
+    texts: list[str]  # normalized, as the model reads them
+    y: np.ndarray  # float32 [rows, labels], every row with at least one tag
+    splits: list[str | None]  # each row's split in the artifact (splits.json); None: not in it
+    accounting: dict  # rows_read = rows_used + rows_rejected (incl. duplicate ids) + rows_unlabeled
+    data_hash: str  # as tagging.dataset.data_hash: the artifact's own when this is its training data
+    tags_file: str | None  # the tags file the tags were mapped through
+    index: TagIndex  # its aliases and parents
+
+    def split(self, name: str) -> "LabeledRows":
+        """The rows of one split ('train', 'val', 'test'); refused when ``data`` holds none of them."""
+        keep = [k for k, s in enumerate(self.splits) if s == name]
+        if not keep:
+            raise ValueError(f"--data holds none of the artifact's {name} rows (splits.json); pass the data it was trained on")
+        return LabeledRows([self.ids[k] for k in keep], [self.texts[k] for k in keep], self.y[keep],
+                           [name] * len(keep), self.accounting, self.data_hash, self.tags_file, self.index)
 
 
 def save_artifact(

@@ -1,63 +1,74 @@
-"""Evaluate and predict from an artifact, Ray-free (in-process PyTorch)."""
+"""Predict and evaluate from an artifact in-process with PyTorch (Ray-free).
+
+``Predictor`` is the one in-process model of an artifact: `tagging predict`, `tagging evaluate`,
+the report, its behavioral checks and `tagging explain` use it. Batch scoring runs the same
+artifact through ONNX Runtime instead (tagging.onnx_scoring.OnnxScorer).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from tagging.artifact import load_artifact
-from tagging.labels import TagIndex
+from tagging.artifact import Artifact, load_artifact
 from tagging.metrics import evaluate
-from tagging.readers import Row, check_columns, file_exists, load_tag_index, plan_units, read_unit
-from tagging.text import normalize
 from tagging.thresholds import apply_thresholds
-from tagging.train_loop import predict_texts
 
 
-def evaluate_files(model_dir: str, data: Sequence[str]) -> dict:
+class Predictor:
+    """An artifact's PyTorch model, loaded once: texts -> probabilities -> tags."""
+
+    def __init__(self, artifact: Artifact | str | Path) -> None:
+        self.art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
+        self.model = self.art.load_model()
+        self.labels = list(self.art.labels.labels)
+
+    def probs(self, texts: Sequence[str], normalized: bool = False) -> np.ndarray:
+        """float32 [rows, labels]; raw texts are normalized first, unless ``normalized=True``
+        (texts that went through the readers, e.g. ``Artifact.labeled_rows``)."""
+        from tagging.train_loop import predict_texts  # the training code's batched torch prediction
+
+        clean = list(texts) if normalized else self.art.normalize(texts)
+        return predict_texts(self.model, clean, self.art.vocab, self.art.max_length)
+
+    def predict(self, texts: Sequence[str], normalized: bool = False) -> np.ndarray:
+        """bool [rows, labels]: the artifact's thresholds applied to ``probs``."""
+        return apply_thresholds(self.probs(texts, normalized), self.art.thresholds)
+
+    def tags(self, texts: Sequence[str], normalized: bool = False) -> list[list[str]]:
+        """The predicted tags of each text, in label order."""
+        return [self.art.labels.decode(row) for row in self.predict(texts, normalized)]
+
+
+def evaluate_files(model_dir: str | Path, data: Sequence[str]) -> dict:
     """metrics.json for labeled files, using the artifact's labels, normalization and thresholds.
 
     Rows without any tag in the label space are left out and counted; rejected rows are counted.
     """
-    art = load_artifact(model_dir)
-    cfg = art.config.data
-    units = plan_units(data)
-    check_columns(units, cfg, need_tags=True)
-    index = load_tag_index(cfg.tags_file) if cfg.tags_file and file_exists(cfg.tags_file) else TagIndex()
-    rows, rejected, seen = [], 0, set()
-    for unit in units:
-        for item in read_unit(unit, cfg, need_tags=True):
-            if isinstance(item, Row) and item.id not in seen:
-                seen.add(item.id)
-                rows.append(item)
-            else:
-                rejected += 1
-    tags = [index.canonical(r.tags, cfg.expand_parents) for r in rows]
-    y = art.labels.encode(tags)
-    keep = y.sum(1) > 0
-    texts = [r.text for r, k in zip(rows, keep) if k]
-    probs = predict_texts(art.load_model(), texts, art.vocab, art.max_length)
-    metrics = evaluate(y[keep], apply_thresholds(probs, art.thresholds), art.labels.labels)
-    metrics["accounting"] = {"rows_read": len(rows) + rejected, "rows_evaluated": int(keep.sum()),
-                             "rows_rejected": rejected, "rows_unlabeled": int((~keep).sum())}
+    predictor = Predictor(model_dir)
+    art = predictor.art
+    rows = art.labeled_rows(data)
+    metrics = evaluate(rows.y, predictor.predict(rows.texts, normalized=True), art.labels.labels)
+    acc = rows.accounting
+    metrics["accounting"] = {"rows_read": acc["rows_read"], "rows_evaluated": acc["rows_used"],
+                             "rows_rejected": acc["rows_rejected"], "rows_unlabeled": acc["rows_unlabeled"]}
     metrics["model_version"] = art.model_version
     return metrics
 
 
-def predict_texts_from_artifact(model_dir: str, texts: Sequence[str], top: int = 5) -> list[dict]:
+def predict_texts_from_artifact(model_dir: str | Path, texts: Sequence[str], top: int = 5) -> list[dict]:
     """For each text: predicted tags (thresholded) with probabilities, and the top-k scores."""
-    art = load_artifact(model_dir)
-    cfg = art.config.data
-    clean = [normalize(t, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords) for t in texts]
-    probs = predict_texts(art.load_model(), clean, art.vocab, art.max_length)
-    mask = apply_thresholds(probs, art.thresholds)
+    predictor = Predictor(model_dir)
+    labels = predictor.art.labels
+    probs = predictor.probs(texts)
     out = []
-    for text, p, m in zip(texts, probs, mask):
+    for text, p, m in zip(texts, probs, apply_thresholds(probs, predictor.art.thresholds)):
         order = np.argsort(-p)[:top]
         out.append({
             "text": text,
-            "tags": {art.labels.labels[i]: round(float(p[i]), 4) for i in np.flatnonzero(m)},
-            "top": {art.labels.labels[i]: round(float(p[i]), 4) for i in order},
+            "tags": {t: round(float(v), 4) for t, v in zip(labels.decode(m), p[m])},
+            "top": {labels.labels[i]: round(float(p[i]), 4) for i in order},
         })
     return out
