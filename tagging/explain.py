@@ -25,57 +25,45 @@ ensemble's own (the mean of the members' probabilities).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from tagging.artifact import Artifact, load_artifact
-from tagging.text import normalize
+from tagging.artifact import Artifact
+from tagging.evaluation import Predictor
 
 
-class Explainer:
-    """Loads an artifact's model once; ``explain(text)`` per text."""
+class Explainer(Predictor):
+    """An artifact's model, loaded once (a Predictor); ``explain(text)`` per text."""
 
-    def __init__(self, artifact: Artifact | str) -> None:
-        self.art = artifact if isinstance(artifact, Artifact) else load_artifact(artifact)
-        from tagging.model import members
-
-        self.model = self.art.load_model()
-        self.members = members(self.model)
+    def __init__(self, artifact: Artifact | str | Path) -> None:
+        super().__init__(artifact)
         self.widths = list(self.art.config.model.filter_widths)
         self.num_filters = self.art.config.model.num_filters
 
+    @property
+    def members(self) -> list:
+        """The CharCNNs explained: the model itself, or an ensemble's members."""
+        from tagging.model import members
+
+        return members(self.model)
+
     def normalize(self, text: str) -> str:
         """The text exactly as the model reads it: normalized like the training data, truncated."""
-        cfg = self.art.config.data
-        return normalize(text, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords)[: self.art.max_length]
+        return self.art.normalize([text])[0][: self.art.max_length]
 
     def features(self, text: str, member: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For a normalized text and one (ensemble member) CharCNN: pooled activations h, float [D];
         their positions, int [D]; and its logits, float [labels] (D = filters x widths, ordered
         width by width)."""
         import torch
-        import torch.nn.functional as F
-
-        from tagging.train_loop import encode_batch
 
         m = self.members[member]
-        ids = encode_batch([text], self.art.vocab, self.art.max_length, multiple=1)  # int64 [1, L], unpadded
+        ids = torch.from_numpy(self.art.vocab.encode([text], self.art.max_length)[0])  # int64 [1, L], unpadded
         with torch.no_grad():
-            x = m.embedding(ids).transpose(1, 2)  # [1, E, L]
-            acts, where = [], []
-            for conv, norm, pad in zip(m.convs, self.norms(member), m.pads):
-                z = F.relu(norm(conv(F.pad(x, pad))))[0].numpy()  # [F, L]; one unpadded text: all positions valid
-                pos = z.argmax(axis=1)  # first maximum
-                acts.append(z[np.arange(len(pos)), pos])
-                where.append(pos)
-            logits = m(ids)[0].double().numpy()
-        return np.concatenate(acts).astype(np.float64), np.concatenate(where), logits
-
-    def norms(self, member: int = 0) -> list:
-        """The per-width modules between convolution and ReLU (BatchNorm in eval mode, or identity)."""
-        import torch.nn as nn
-
-        return list(getattr(self.members[member], "norms", [nn.Identity()] * len(self.widths)))
+            z = m.conv_features(ids)
+            h, pos, logits = m.pool(z)[0], m.pooled_positions(z)[0], m(ids)[0]
+        return h.double().numpy(), pos.numpy(), logits.double().numpy()
 
     def linearize(self, h: np.ndarray, member: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(W_eff float [labels, D], b_eff float [labels]) of fc2(relu(fc1(h))) at this h."""
@@ -139,7 +127,7 @@ class Explainer:
         return out
 
 
-def explain(artifact: Artifact | str, text: str, top_k: int = 5, tags: Sequence[str] | None = None) -> list[dict]:
+def explain(artifact: Artifact | str | Path, text: str, top_k: int = 5, tags: Sequence[str] | None = None) -> list[dict]:
     """The n-grams that drove each predicted tag of ``text`` (see the module docstring)."""
     return Explainer(artifact).explain(text, top_k=top_k, tags=tags)
 

@@ -37,17 +37,35 @@ class CharCNN(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: int64 [batch, length], 0 = PAD -> logits: float [batch, num_labels]."""
+        return self.head(self.pool(self.conv_features(ids)))
+
+    def conv_features(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        """The activations before the pool, one tensor per filter width: float [batch, filters,
+        length], >= 0 (after ReLU), zero at PAD positions. Output position ``p`` of width ``w``
+        reads the characters ``[p - (w-1)//2, p - (w-1)//2 + w)`` (SAME padding)."""
         mask = (ids != PAD_ID).unsqueeze(1)  # [B, 1, L]
         x = self.embedding(ids).transpose(1, 2)  # [B, E, L]
-        pooled = []
+        out = []
         for conv, norm, pad in zip(self.convs, self.norms, self.pads):
             z = F.relu(norm(conv(F.pad(x, pad))))  # [B, F, L], >= 0
             # ReLU outputs are >= 0, so zeroing padded positions never changes the max of a
             # non-empty text: the pool sees only the text's own positions.
-            pooled.append((z * mask.to(z.dtype)).amax(dim=-1))
-        h = torch.cat(pooled, dim=1)
-        h = self.dropout(F.relu(self.fc1(h)))
-        return self.fc2(h)
+            out.append(z * mask.to(z.dtype))
+        return out
+
+    @staticmethod
+    def pool(features: list[torch.Tensor]) -> torch.Tensor:
+        """Global max over positions: float [batch, filters x widths], width by width."""
+        return torch.cat([z.amax(dim=-1) for z in features], dim=1)
+
+    @staticmethod
+    def pooled_positions(features: list[torch.Tensor]) -> torch.Tensor:
+        """Where each pooled value comes from: int64 [batch, filters x widths], the first maximum."""
+        return torch.cat([z.argmax(dim=-1) for z in features], dim=1)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Pooled features float [batch, filters x widths] -> logits float [batch, num_labels]."""
+        return self.fc2(self.dropout(F.relu(self.fc1(h))))
 
 
 class EnsembleCNN(nn.Module):

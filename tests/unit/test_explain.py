@@ -63,7 +63,7 @@ def test_windows_follow_same_padding(explainer):
     with torch.no_grad():
         x = m.embedding(ids).transpose(1, 2)
         # no padding: output j reads text[j:j+w]
-        valid = [F.relu(norm(conv(x)))[0].numpy() for conv, norm in zip(m.convs, explainer.norms())]
+        valid = [F.relu(norm(conv(x)))[0].numpy() for conv, norm in zip(m.convs, m.norms)]
     checked = 0
     for i in np.flatnonzero(h > 0):
         k, f = divmod(int(i), nf)
@@ -127,3 +127,22 @@ def test_batch_norm_models_are_explained(local_artifact):
     e.model = model.eval()
     items = e.explain(TEXTS[0], tags=list(local_artifact.labels.labels)[:2])  # raises if the passes differ
     assert len(items) == 2 and all(g["ngram"] in items[0]["text"] for g in items[0]["ngrams"])
+
+
+def test_model_pieces_compose_forward_and_point_at_the_pooled_values():
+    """What explain reads: forward = head(pool(conv_features)); pooled_positions index the pooled
+    maxima, inside each text (PAD positions are zero). A random model: no training."""
+    from tagging.config import ModelConfig
+    from tagging.model import CharCNN
+
+    torch.manual_seed(0)
+    m = CharCNN(30, 4, ModelConfig(embedding_dim=8, num_filters=5, filter_widths=(1, 2, 3, 5), hidden_dim=8, ensemble=1)).eval()
+    ids = torch.randint(2, 30, (3, 19))
+    ids[1, 7:] = 0
+    with torch.no_grad():
+        z = m.conv_features(ids)
+        h, pos = m.pool(z), m.pooled_positions(z)
+        assert torch.equal(m.head(h), m(ids))
+    assert [tuple(t.shape) for t in z] == [(3, 5, 19)] * 4 and all(bool((t[1, :, 7:] == 0).all()) for t in z)
+    assert h.shape == pos.shape == (3, 20) and bool((pos[1] < 7).all())
+    assert torch.equal(torch.cat(z, 1).gather(2, pos.unsqueeze(-1)).squeeze(-1), h)
