@@ -13,7 +13,7 @@ The ladder every step of model complexity is justified against:
 
 Splits: ``load_split_data`` runs the same read/prepare path as training (``tagging.dataset.prepare``
 with the config's seed), so split membership by id is the one the CNN gets; with an artifact, the
-labels and split membership come from the artifact itself (``labels.json``, ``splits.json``).
+rows, labels and split membership come from the artifact itself (``Artifact.labeled_rows``).
 
 Results: ``{name: {"overall", "per_class", ...}}`` where ``overall``/``per_class`` are exactly
 ``tagging.metrics.evaluate``'s, plus ``params``, ``val_f1`` and ``throughput_docs_per_s`` (test
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,9 @@ from tagging.metrics import evaluate, weighted_f1
 from tagging.thresholds import apply_thresholds, fit_thresholds
 
 _TOKEN = re.compile(r"[a-z0-9]+")
+SPLITS = ("train", "val", "test")
+
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- data
@@ -56,41 +60,38 @@ class SplitData:
 
 
 def load_split_data(data: Sequence[str], cfg: TrainConfig, model_dir: str | None = None) -> SplitData:
-    """The CNN's train/val/test rows: prepared as in training, or taken from an artifact's splits.json."""
-    from tagging.dataset import prepare
-    from tagging.local import read_rows_local
-    from tagging.readers import load_label_inputs
+    """The CNN's train/val/test rows: prepared as in training, or an artifact's own (splits.json).
 
-    index, fixed = load_label_inputs(cfg.data)
-    splits, source = None, "prepare(seed)"
+    With ``model_dir``, rows are labeled through ``cfg.data.tags_file`` (the command passes the
+    artifact's own, or ``--tags``)."""
     if model_dir is not None:
         from tagging.artifact import load_artifact
 
         art = load_artifact(model_dir)
-        fixed, splits = list(art.labels.labels), art.read_json("splits.json")
-        source = f"artifact {art.model_version} ({art.path})"
-    rows, rejects = read_rows_local(data, cfg)
-    p = prepare(rows, rejects, cfg.data, cfg.seed, index, fixed)
-    frame = p.rows
-    if splits is not None:
-        frame = frame.assign(split=frame["id"].map(splits))
-        missing = int(frame["split"].isna().sum())
-        if missing == len(frame):
-            raise ValueError("no row of --data is in the artifact's splits.json (different data?)")
-        frame = frame[frame["split"].notna()]
-    texts, ys, ids = {}, {}, {}
-    for name in ("train", "val", "test"):
-        part = frame[frame["split"] == name]
-        if len(part) == 0:
-            raise ValueError(f"the {name} split is empty")
-        texts[name] = part["text"].tolist()
-        ys[name] = np.stack(part["y"].to_numpy()).astype(np.float32)
-        ids[name] = part["id"].astype(str).tolist()
-    info = {"split_source": source, "data_hash": p.data_hash, "seed": cfg.seed,
-            "counts": {k: len(v) for k, v in texts.items()}, "labels": list(p.labels.labels)}
-    if splits is not None:
-        info["rows_not_in_artifact_splits"] = missing
-    return SplitData(p.labels, texts, ys, ids, index, info)
+        rows = art.labeled_rows(data, cfg.data.tags_file)
+        parts = {name: rows.split(name) for name in SPLITS}
+        split = SplitData(art.labels, {k: v.texts for k, v in parts.items()}, {k: v.y for k, v in parts.items()},
+                          {k: v.ids for k, v in parts.items()}, rows.index)
+        source, data_hash = f"artifact {art.model_version} ({art.path})", rows.data_hash
+        extra = {"rows_not_in_artifact_splits": sum(s is None for s in rows.splits)}
+    else:
+        from tagging.dataset import prepare
+        from tagging.local import read_rows_local  # training's in-process reader
+        from tagging.readers import load_label_inputs
+
+        index, fixed = load_label_inputs(cfg.data)
+        p = prepare(*read_rows_local(data, cfg), cfg.data, cfg.seed, index, fixed)
+        parts = {name: p.split(name) for name in SPLITS}
+        for name, part in parts.items():
+            if len(part) == 0:
+                raise ValueError(f"the {name} split is empty")
+        split = SplitData(p.labels, {k: v["text"].tolist() for k, v in parts.items()},
+                          {k: np.stack(v["y"].to_numpy()).astype(np.float32) for k, v in parts.items()},
+                          {k: v["id"].astype(str).tolist() for k, v in parts.items()}, index)
+        source, data_hash, extra = "prepare(seed)", p.data_hash, {}
+    split.info = {"split_source": source, "data_hash": data_hash, "seed": cfg.seed,
+                  "counts": {k: len(v) for k, v in split.texts.items()}, "labels": list(split.labels.labels), **extra}
+    return split
 
 
 # ----------------------------------------------------------------------------- rules
@@ -131,10 +132,6 @@ class TagMatcher:
             if key:
                 self.phrases.setdefault(key, set()).add(tag)
         self.lengths = sorted({len(k) for k in self.phrases})
-        self.forms_by_tag: dict[str, set[tuple[str, ...]]] = {}
-        for key, tags in self.phrases.items():
-            for tag in tags:
-                self.forms_by_tag.setdefault(tag, set()).add(key)
 
     def matched(self, text: str) -> set[str]:
         """Tags (canonical) with a surface form in ``text``."""
@@ -147,10 +144,6 @@ class TagMatcher:
 
     def with_ancestors(self, tags: Iterable[str]) -> set[str]:
         return set(self.index.canonical(tags, expand_parents=True))
-
-    def mentions(self, text: str, tag: str) -> bool:
-        """Whether a surface form of ``tag`` itself (not a descendant) occurs in ``text``."""
-        return tag in self.matched(text)
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -304,7 +297,7 @@ def throughput(predict, texts: Sequence[str], min_seconds: float = 0.2) -> float
             return done / elapsed
 
 
-def run_baselines(split: SplitData, baselines: Sequence | None = None, seed: int = 42, log=None) -> dict:
+def run_baselines(split: SplitData, baselines: Sequence | None = None, seed: int = 42) -> dict:
     """Fit every baseline on train (choices on val) and evaluate on test: ``{name: metrics}``."""
     out = {}
     labels = split.labels.labels
@@ -319,9 +312,8 @@ def run_baselines(split: SplitData, baselines: Sequence | None = None, seed: int
         metrics.update({"split": "test", "val_f1": float(val_f1), "params": b.params, "fit_seconds": round(fit_s, 3),
                         "throughput_docs_per_s": throughput(b.predict, split.texts["test"])})
         out[b.name] = metrics
-        if log:
-            log(f"{b.name}: test weighted F1 {metrics['overall']['f1']:.4f} (val {val_f1:.4f}), "
-                f"{metrics['throughput_docs_per_s']:.0f} docs/s")
+        logger.info("%s: test weighted F1 %.4f (val %.4f), %.0f docs/s", b.name, metrics["overall"]["f1"], val_f1,
+                    metrics["throughput_docs_per_s"])
     return out
 
 

@@ -20,44 +20,22 @@ import base64
 import html
 import io
 import json
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from tagging.artifact import Artifact, load_artifact
+from tagging.evaluation import Predictor
+from tagging.labels import LabelSpace
 from tagging.metrics import evaluate, weighted_f1
 from tagging.thresholds import GRID, apply_thresholds
 
 SHORT_TEXT_CHARS = 60
 """Slice "short text": normalized texts shorter than this many characters."""
 
-
-# ----------------------------------------------------------------------------- scoring
-
-
-class Predictor:
-    """Scores raw texts with an artifact (model loaded once), normalized as in training."""
-
-    def __init__(self, art: Artifact) -> None:
-        self.art = art
-        self.model = art.load_model()
-        self.labels = list(art.labels.labels)
-
-    def probs(self, texts: Sequence[str], normalized: bool = False) -> np.ndarray:
-        """float32 [rows, labels]; ``normalized=True`` when texts already went through the readers."""
-        from tagging.text import normalize
-        from tagging.train_loop import predict_texts
-
-        cfg = self.art.config.data
-        clean = list(texts) if normalized else [
-            normalize(t, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords) for t in texts]
-        return predict_texts(self.model, clean, self.art.vocab, self.art.max_length)
-
-    def tags(self, texts: Sequence[str]) -> list[set[str]]:
-        mask = apply_thresholds(self.probs(texts), self.art.thresholds)
-        return [{self.labels[i] for i in np.flatnonzero(row)} for row in mask]
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- behavioral checks
@@ -122,7 +100,7 @@ def check_case(predictor: Predictor, case: BehaviorCase) -> dict:
         ok = p >= t
         detail = f"p({case.tag}) {p:.3f} {'>=' if ok else '<'} threshold {t:.2f}"
     elif case.kind == "invariance":
-        a, b = predictor.tags([case.text, case.other])
+        a, b = map(set, predictor.tags([case.text, case.other]))
         ok = a == b
         detail = (f"same {len(a)} tags: {', '.join(sorted(a))}" if ok
                   else f"gained {sorted(b - a)}, lost {sorted(a - b)}")
@@ -150,64 +128,15 @@ def run_behavior(predictor: Predictor, cases: Sequence[BehaviorCase] = BEHAVIOR_
 # ----------------------------------------------------------------------------- evaluation rows and slices
 
 
-@dataclass
-class EvalRows:
-    """The rows a report evaluates: the artifact's test split read from --data."""
-
-    ids: list[str]
-    texts: list[str]  # normalized, as the model reads them
-    y: np.ndarray  # float32 [rows, labels]
-    info: dict
-
-
-def tags_file_of(art: Artifact, tags_file: str | Path | None = None) -> str | None:
-    """``tags_file`` if given, else the training run's tags file when it exists on this machine."""
-    from tagging.readers import file_exists
-
-    if tags_file:
-        if not file_exists(str(tags_file)):
-            raise FileNotFoundError(f"{tags_file}: no such tags file")
-        return str(tags_file)
-    own = art.config.data.tags_file
-    return own if own and file_exists(own) else None
-
-
-def load_test_rows(art: Artifact, data: Sequence[str], tags_file: str | None = None) -> EvalRows:
-    """The artifact's test ids (splits.json) from ``data``, labeled in the artifact's label space.
-
-    Tags are mapped through ``tags_file`` (aliases, parents) as in training; without it, rows
-    whose tags are aliases would be labeled differently, which ``data_hash_matches_artifact`` shows.
-    """
-    from tagging.readers import load_tag_index
-    from tagging.dataset import prepare
-    from tagging.local import read_rows_local
-
-    cfg = art.config
-    rows, rejects = read_rows_local(data, cfg)
-    p = prepare(rows, rejects, cfg.data, cfg.seed, load_tag_index(tags_file), list(art.labels.labels))
-    splits = art.read_json("splits.json")
-    want = {i for i, s in splits.items() if s == "test"}
-    test = p.rows[p.rows["id"].astype(str).isin(want)]
-    if len(test) == 0:
-        raise ValueError("none of the artifact's test ids (splits.json) is in --data (different data?)")
-    info = {"source": "data", "inputs": list(data), "tags_file": tags_file,
-            "test_ids_in_artifact": len(want), "test_ids_found": int(len(test)),
-            "data_hash_matches_artifact": p.data_hash == art.manifest.get("data_hash")}
-    return EvalRows(test["id"].astype(str).tolist(), test["text"].tolist(), np.stack(test["y"].to_numpy()), info)
-
-
 def short_text_mask(texts: Sequence[str], max_chars: int = SHORT_TEXT_CHARS) -> np.ndarray:
     """bool [rows]: texts shorter than ``max_chars`` characters."""
     return np.fromiter((len(t) < max_chars for t in texts), dtype=bool, count=len(texts))
 
 
-def no_alias_mask(texts: Sequence[str], y: np.ndarray, labels: Sequence[str], matcher) -> np.ndarray:
+def no_alias_mask(texts: Sequence[str], y: np.ndarray, labels: LabelSpace, matcher) -> np.ndarray:
     """bool [rows]: no true tag of the row has its name or an alias (stemmed) in the text."""
-    out = np.zeros(len(texts), dtype=bool)
-    for r, text in enumerate(texts):
-        true = {labels[j] for j in np.flatnonzero(y[r])}
-        out[r] = not (true & matcher.matched(text))
-    return out
+    return np.fromiter((not (set(labels.decode(row)) & matcher.matched(text)) for text, row in zip(texts, y)),
+                       dtype=bool, count=len(texts))
 
 
 def slice_metrics(y: np.ndarray, pred: np.ndarray, labels: Sequence[str], masks: dict[str, np.ndarray]) -> dict:
@@ -228,9 +157,9 @@ def worst_classes(per_class: dict, k: int = 5) -> list[str]:
     return [tag for _, _, tag in sorted(items)[:k]]
 
 
-def example_errors(texts, ids, y, probs, pred, labels, tag, k=3) -> dict:
+def example_errors(texts, ids, y, probs, pred, labels: LabelSpace, tag, k=3) -> dict:
     """For one tag: missed rows (lowest scores first) and false alarms (highest scores first)."""
-    j = labels.index(tag)
+    j = labels.labels.index(tag)
     fn = np.flatnonzero(y[:, j].astype(bool) & ~pred[:, j])
     fp = np.flatnonzero(~y[:, j].astype(bool) & pred[:, j])
     fn = fn[np.argsort(probs[fn, j], kind="stable")][:k]
@@ -238,7 +167,7 @@ def example_errors(texts, ids, y, probs, pred, labels, tag, k=3) -> dict:
 
     def row(i):
         return {"id": ids[i], "text": texts[i], "score": round(float(probs[i, j]), 4),
-                "true": [labels[c] for c in np.flatnonzero(y[i])], "predicted": [labels[c] for c in np.flatnonzero(pred[i])]}
+                "true": labels.decode(y[i]), "predicted": labels.decode(pred[i])}
 
     return {"missed": [row(i) for i in fn], "false_alarms": [row(i) for i in fp]}
 
@@ -342,43 +271,42 @@ def plot_training(history: list[dict], best_epoch: int | None) -> str | None:
 
 
 def build_report(model_dir: str | Path, out_dir: str | Path, data: Sequence[str] | None = None,
-                 baselines_dir: str | Path | None = None, behavior: bool = True, tags_file: str | Path | None = None,
-                 log: Callable | None = None) -> dict:
+                 baselines_dir: str | Path | None = None, behavior: bool = True, tags_file: str | Path | None = None) -> dict:
     """Write ``out_dir/report.html`` and ``out_dir/metrics.json``; returns the metrics dict.
 
     ``tags_file`` (aliases/parents) defaults to the training run's, when it exists here.
     """
-    art = load_artifact(model_dir)
-    tags_file = tags_file_of(art, tags_file)
+    predictor = Predictor(model_dir)
+    art = predictor.art
     labels = list(art.labels.labels)
-    predictor = Predictor(art)
     manifest_metrics = art.manifest["metrics"]
     report: dict = {"model_version": art.model_version, "artifact": str(art.path), "artifact_sha256": art.sha,
                     "labels": labels, "thresholds": dict(zip(labels, map(float, art.thresholds))),
                     "global_threshold": float(art.manifest.get("global_threshold", 0.5))}
     plots: dict[str, str | None] = {}
-    errors: dict = {}
     if data:
         from tagging.baselines import TagMatcher, throughput
-        from tagging.readers import load_tag_index
 
-        rows = load_test_rows(art, data, tags_file)
+        rows = art.labeled_rows(data, tags_file).split("test")
         probs = predictor.probs(rows.texts, normalized=True)
         pred = apply_thresholds(probs, art.thresholds)
         metrics = evaluate(rows.y, pred, labels)
         report.update(metrics)
-        report["evaluated_on"] = {**rows.info, "split": "test", "num_samples": len(rows.ids)}
+        report["evaluated_on"] = {"source": "data", "inputs": list(data), "tags_file": rows.tags_file,
+                                  "test_ids_in_artifact": sum(s == "test" for s in art.splits.values()),
+                                  "test_ids_found": len(rows.ids),
+                                  "data_hash_matches_artifact": rows.data_hash == art.manifest.get("data_hash"),
+                                  "split": "test", "num_samples": len(rows.ids)}
         report["throughput_docs_per_s"] = throughput(lambda t: predictor.probs(t, normalized=True), rows.texts)
-        matcher = TagMatcher(load_tag_index(tags_file), labels)
+        matcher = TagMatcher(rows.index, labels)
         masks = {f"short_text (<{SHORT_TEXT_CHARS} chars)": short_text_mask(rows.texts),
-                 "no_alias_of_true_tag_in_text": no_alias_mask(rows.texts, rows.y, labels, matcher)}
+                 "no_alias_of_true_tag_in_text": no_alias_mask(rows.texts, rows.y, art.labels, matcher)}
         masks["all"] = np.ones(len(rows.texts), dtype=bool)
         report["slices"] = slice_metrics(rows.y, pred, labels, masks)
         report["worst_classes"] = worst_classes(metrics["per_class"])
-        errors = {t: example_errors(rows.texts, rows.ids, rows.y, probs, pred, labels, t) for t in report["worst_classes"]}
-        report["example_errors"] = errors
-        if log:
-            log("plotting")
+        report["example_errors"] = {t: example_errors(rows.texts, rows.ids, rows.y, probs, pred, art.labels, t)
+                                    for t in report["worst_classes"]}
+        logger.info("plotting")
         plots["pr"] = plot_pr_curves(rows.y, probs, art.thresholds, labels)
         plots["sweep"] = plot_threshold_sweep(rows.y, probs, art.thresholds, report["global_threshold"])
     else:

@@ -61,7 +61,7 @@ def baselines(
         split = load_split_data(data, cfg, str(model) if model else None)
         _log(f"[baselines] rows train/val/test {split.info['counts']}, {len(split.labels)} tags, split from {split.info['split_source']}")
         ladder = default_baselines(cfg.seed, cfg.threshold_min_support, logreg=logreg, c_grid=c)
-        results = run_baselines(split, ladder, log=_log)
+        results = run_baselines(split, ladder)
         path = write_baselines(results, split, out)
         typer.echo(markdown_table(results), err=True)
         typer.echo(json.dumps({"baselines": str(path), "f1": {k: round(v["overall"]["f1"], 4) for k, v in results.items()}}))
@@ -82,7 +82,7 @@ def report(
     def body():
         from tagging.report import build_report
 
-        r = build_report(model, out, data=data, baselines_dir=baselines, behavior=behavior, tags_file=tags, log=_log)
+        r = build_report(model, out, data=data, baselines_dir=baselines, behavior=behavior, tags_file=tags)
         summary = {"report": str(out / "report.html"), "metrics": str(out / "metrics.json"), "f1": round(r["overall"]["f1"], 4)}
         if "behavioral" in r:
             summary["behavioral"] = {k: r["behavioral"][k] for k in ("passed", "failed", "skipped")}

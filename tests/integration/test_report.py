@@ -141,13 +141,13 @@ def test_report_without_data_uses_the_manifest(local_artifact, tmp_path):
 
 def test_slices_are_boolean_masks():
     from tagging.baselines import TagMatcher
-    from tagging.labels import TagIndex
+    from tagging.labels import LabelSpace, TagIndex
     from tagging.report import no_alias_mask, short_text_mask
 
     texts = ["yolo for cars", "object detection with a long description of anchors and boxes and more", "nlp"]
-    y = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
-    labels = ["object-detection", "natural-language-processing"]
-    matcher = TagMatcher(TagIndex.from_records([{"tag": "natural-language-processing", "aliases": ["nlp"]}]), labels)
+    y = np.array([[0, 1], [0, 1], [1, 0]], dtype=np.float32)
+    labels = LabelSpace(("natural-language-processing", "object-detection"))
+    matcher = TagMatcher(TagIndex.from_records([{"tag": "natural-language-processing", "aliases": ["nlp"]}]), labels.labels)
     short = short_text_mask(texts, 20)
     assert short.dtype == bool and short.tolist() == [True, False, True]
     assert no_alias_mask(texts, y, labels, matcher).tolist() == [True, False, False]

@@ -20,7 +20,7 @@ def predictor(request):
     if not path:
         pytest.skip("behavioral tests need an artifact: pytest -m model --model DIR")
     from tagging.artifact import load_artifact
-    from tagging.report import Predictor
+    from tagging.evaluation import Predictor
 
     return Predictor(load_artifact(path))
 
