@@ -158,7 +158,7 @@ def run_pipeline(model: str, inputs: Path, output: Path, precision: str, batch_s
 
 def ceiling(art, precision: str, texts: list[str], threads: int, batch_size: int, log) -> tuple[dict, np.ndarray]:
     """ONNX Runtime alone: pre-encoded, length-bucketed batches, one process, ``threads`` threads."""
-    from serve_batch.scorer import OnnxScorer
+    from tagging.onnx_scoring import OnnxScorer
 
     scorer = OnnxScorer(art, precision, threads=threads, batch_size=batch_size)
     batches = scorer.encode_batches(texts)
@@ -176,7 +176,7 @@ def ceiling(art, precision: str, texts: list[str], threads: int, batch_size: int
 def _ceiling_worker(model: str, precision: str, texts: list[str], batch_size: int, barrier, queue) -> None:
     """One process of the per-core ceiling: 1 thread, its share of pre-encoded batches, timed
     from a barrier that every process passes once warmed up."""
-    from serve_batch.scorer import OnnxScorer
+    from tagging.onnx_scoring import OnnxScorer
     from tagging.artifact import load_artifact
 
     scorer = OnnxScorer(load_artifact(model), precision, threads=1, batch_size=batch_size)
@@ -213,7 +213,6 @@ def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int
                 actors: int | None = None, cpus_per_actor: float = 0.75, rss_precision: str | None = None,
                 work_dir: str | None = None, seed: int = 7, ceiling_repeats: int = 2, log=print) -> dict:
     from tagging.artifact import load_artifact
-    from serve_batch.quantize import tag_index
     from tagging.metrics import weighted_f1
     from tagging.synth import generate_corpus
     from tagging.text import normalize
@@ -238,7 +237,7 @@ def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int
     log(f"generated {rows} rows in {time.time() - t0:.1f}s -> {work}")
     cfg = art.config.data
     texts = [normalize(t, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords) for t in df["text"]]
-    index = tag_index(cfg)
+    index = art.tag_index()
     y = art.labels.encode([index.canonical(t, cfg.expand_parents) for t in df["tags"]])
 
     result: dict = {"model": str(art.path), "model_version": art.model_version, "model_config": art.manifest["config"]["model"],

@@ -70,10 +70,9 @@ def quantize(
     """Static int8 quantization (QDQ, calibrated on training texts), gated on validation F1."""
 
     def body():
-        from serve_batch.quantize import quantize_artifact
+        from tagging.quantize import quantize_artifact
 
-        entry = quantize_artifact(str(model), data, calibration_rows=calibration_rows, max_drop=max_drop,
-                                  log=lambda m: typer.echo(m, err=True))
+        entry = quantize_artifact(str(model), data, calibration_rows=calibration_rows, max_drop=max_drop)
         typer.echo(json.dumps(entry))
 
     _run(body)

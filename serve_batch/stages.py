@@ -76,7 +76,7 @@ class ScoreStage:
 
     def __init__(self, model_dir: str, precision: str, threads: int, batch_size: int, top_k: int | None,
                  staging_uri: str, cfg: DataConfig, fault: FaultPlan | None = None) -> None:
-        from serve_batch.scorer import OnnxScorer
+        from tagging.onnx_scoring import OnnxScorer
         from tagging.artifact import load_artifact
 
         art = load_artifact(model_dir)

@@ -30,7 +30,7 @@ def trained_artifact(base: Path) -> Path:
     """A real artifact (ONNX + int8), trained once per process under ``base``."""
     if "artifact" in _cache:
         return _cache["artifact"]
-    from serve_batch.quantize import quantize_artifact
+    from tagging.quantize import quantize_artifact
     from tagging.config import load_config
     from tagging.local import train_local
     from tagging.synth import generate_corpus, write_corpus
@@ -39,7 +39,7 @@ def trained_artifact(base: Path) -> Path:
     data = base / "train.parquet"
     write_corpus(generate_corpus(1200, seed=0), str(data))
     art = train_local([str(data)], str(base / "model"), load_config(None, SMALL_MODEL), model_version="test-1")
-    quantize_artifact(str(art.path), [str(data)], calibration_rows=128, log=lambda m: None)
+    quantize_artifact(str(art.path), [str(data)], calibration_rows=128)
     _cache["artifact"] = art.path
     _cache["train_data"] = data
     return art.path

@@ -22,7 +22,7 @@ def onnx_docs_per_s(model_cfg, vocab_size: int, num_labels: int, lengths: np.nda
     """Docs/s of ONNX Runtime on length-bucketed batches of the given text lengths.
 
     With ``state_dict`` (and the ``vocab`` and ``calibration_texts`` for int8), the trained model
-    is timed; otherwise random weights."""
+    is timed; otherwise random weights (int8: calibrated on the random timing batches)."""
     import torch
 
     from tagging.batching import bucket_order
@@ -47,7 +47,12 @@ def onnx_docs_per_s(model_cfg, vocab_size: int, num_labels: int, lengths: np.nda
         path = Path(d) / "m.onnx"
         export_onnx(model, path)
         if int8:
-            path = _quantize(path, batches, Path(d), vocab_size, model_cfg.max_length, vocab, calibration_texts)
+            from tagging.quantize import calibration_batches, quantize_model  # the quantizer `tagging quantize` uses
+
+            calibration = (calibration_batches(vocab, calibration_texts, model_cfg.max_length)
+                           if vocab is not None and calibration_texts else batches[:8])  # else: the random ids
+            path, fp32 = Path(d) / "m.int8.onnx", path
+            quantize_model(fp32, path, calibration)
         sess = session(path, threads=threads, providers=["CPUExecutionProvider"])
         for ids in batches[:2]:
             sess.run(None, {"ids": ids})
@@ -58,20 +63,3 @@ def onnx_docs_per_s(model_cfg, vocab_size: int, num_labels: int, lengths: np.nda
                 done += len(ids)
         return done / (time.perf_counter() - t0)
 
-
-def _quantize(path: Path, batches: list[np.ndarray], workdir: Path, vocab_size: int, max_length: int, vocab=None,
-              texts: list[str] | None = None) -> Path | None:
-    """Static QDQ int8 with serve_batch's quantizer (the one `tagging quantize` uses)."""
-    from types import SimpleNamespace
-
-    from serve_batch.quantize import quantize_model
-    from tagging.vocab import CharVocab
-
-    if vocab is None or not texts:
-        chars = tuple(chr(c) for c in range(0x61, 0x61 + max(1, vocab_size - 2)))  # any vocabulary of the same size
-        vocab = CharVocab(chars)
-        rng = np.random.default_rng(1)
-        texts = ["".join(rng.choice(list(chars), size=int(b.shape[1]))) for b in batches[:8]]
-    out = workdir / "m.int8.onnx"
-    quantize_model(SimpleNamespace(vocab=vocab, max_length=max_length), path, out, texts)
-    return out

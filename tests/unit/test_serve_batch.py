@@ -16,7 +16,8 @@ from serve_batch import faults
 from serve_batch.dedup import dedup_pass, find_duplicates
 from serve_batch.job import Committer, _same_run
 from serve_batch.layout import COMMITS, REJECTS, OutputLayout, ScoreError, check_date, part_name, unit_of
-from serve_batch.scorer import SCORED_SCHEMA, Scores, scored_table
+from serve_batch.scorer import SCORED_SCHEMA, scored_table
+from tagging.onnx_scoring import Scores
 from serve_batch.stages import RECEIPT_SCHEMA, read_item, work_items
 from tagging.config import DataConfig
 from tagging.readers import ReadUnit, plan_units
