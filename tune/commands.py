@@ -24,7 +24,9 @@ def tune(
     max_concurrent: Annotated[int, typer.Option(help="Trials at once (>= 1).")] = 2,
     search: Annotated[Literal["random", "optuna"], typer.Option(help="Search algorithm.")] = "random",
     space: Annotated[Optional[Path], typer.Option(help="Search space file (JSON/YAML) overriding the defaults.")] = None,
-    grace_period: Annotated[int, typer.Option(help="ASHA: epochs before a trial can be stopped (past the cosine warm-up: a warming-up trial looks weak).")] = 10,
+    grace_period: Annotated[Optional[int], typer.Option(
+        help="ASHA: epochs before a trial can be stopped (1..--max-epochs; past the cosine warm-up: a warming-up trial looks weak).",
+        show_default="max-epochs / 4, between 1 and 10")] = None,
     include_base: Annotated[bool, typer.Option("--include-base/--no-include-base", help="Evaluate the base config (the defaults, or --config) as the first trial.")] = True,
     measure_cost: Annotated[bool, typer.Option("--measure-cost/--no-measure-cost", help="Time each trial's ONNX scoring cost.")] = True,
     ensemble: Annotated[Optional[int], typer.Option(help="The tuned artifact: the best trial plus K-1 more members of its config (seeds seed+1..), averaged; 1 = the best trial alone.", show_default="the config's model.ensemble")] = None,
@@ -34,10 +36,14 @@ def tune(
 
     def body():
         from tagging.config import load_config
-        from tune.search import run_tune
+        from tune.search import check_tune_options, run_tune
 
         options = dict(trials=trials, max_epochs=max_epochs, workers_per_trial=workers_per_trial, cpus_per_worker=cpus_per_worker,
                        max_concurrent=max_concurrent, search=search, grace_period=grace_period)
+        try:
+            check_tune_options(**options)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
         base = load_config(config, config_overrides({"data.labels_file": labels, "data.tags_file": tags, "model.ensemble": ensemble}, sets))
         summary = run_tune(base, data, str(out), space_path=str(space) if space else None, include_base=include_base,
                            measure_cost=measure_cost, address=address, **options)

@@ -1,4 +1,4 @@
-"""The command line: every command's help, config checks before any Ray work, --set.
+"""The command line: every command's help, config checks before any Ray work, --set, tune's option checks.
 
 The commands' implementations are replaced by stubs here: nothing trains and nothing starts Ray.
 """
@@ -109,3 +109,37 @@ def test_config_command_lists_and_checks(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"batch_size": "many"}))
     res = invoke("config", "--config", str(tmp_path / "c.json"))
     assert res.exit_code == 1 and res.stderr.strip() == "error: batch_size: expected an integer, got 'many'"
+
+
+@pytest.fixture
+def fake_tune(monkeypatch):
+    import tune.search
+
+    calls = []
+    monkeypatch.setattr(tune.search, "run_tune", lambda base, data, out, **kw: calls.append((base, kw)) or {"trials": kw["trials"]})
+    return calls
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-epochs", "3", "--grace-period", "5"], "--grace-period must be between 1 and --max-epochs (3)"),
+    (["--trials", "0"], "--trials must be >= 1, got 0"),
+    (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
+    (["--workers-per-trial", "0"], "--workers-per-trial must be >= 1"),
+    (["--cpus-per-worker", "0"], "--cpus-per-worker must be > 0"),
+    (["--search", "grid"], "'grid' is not one of 'random', 'optuna'"),
+])
+def test_tune_refuses_impossible_options_up_front(fake_tune, args, message):
+    res = invoke("tune", "--data", "d.parquet", *args)
+    assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+    assert not fake_tune
+
+
+def test_small_tune_runs_derive_the_grace_period(fake_tune):
+    from tune.search import asha_grace_period
+
+    res = invoke("tune", "--data", "d.parquet", "--trials", "4", "--max-epochs", "3", "--set", "model.num_filters=8", "--ensemble", "1")
+    assert res.exit_code == 0, res.output
+    base, kw = fake_tune[0]
+    assert kw["grace_period"] is None and kw["max_epochs"] == 3 and base.model.num_filters == 8 and base.model.ensemble == 1
+    assert [asha_grace_period(e) for e in (1, 3, 8, 40, 100)] == [1, 1, 2, 10, 10]
+    assert asha_grace_period(3, 2) == 2
