@@ -43,7 +43,7 @@ def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str)
     from tagging.dist.train import build_trainer
     from tagging.dist.training import training_inputs
 
-    cfg = from_dict(merge(base, {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}))
+    cfg = from_dict(merge(base, params))
     _, loop_cfg, datasets, _ = training_inputs(cfg, prepared)
     trial_id = tune.get_context().get_trial_id()
     name = f"{experiment}-{trial_id}"
@@ -68,8 +68,6 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 
 def _same(a, b) -> bool:
-    a = tuple(a) if isinstance(a, list) else a
-    b = tuple(b) if isinstance(b, list) else b
     return a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) < 1e-12)
 
 
@@ -224,8 +222,8 @@ def run_tune(
             logger.warning(f"trial {result.path} failed: {result.error}")
             failed.append({"trial": Path(result.path).name, "error": str(result.error).strip().splitlines()[-1][:300] if result.error else "no result"})
             continue
-        params = {k: v for k, v in result.config.items()}
-        cfg = from_dict(merge(base_dict, {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}))
+        params = dict(result.config)
+        cfg = from_dict(merge(base_dict, params))
         epochs = int(result.metrics.get("training_iteration", 0))
         row = {
             "trial": result.metrics.get("trial_id"), "val_f1": float(result.metrics.get("best_val_f1", np.nan)),
@@ -234,7 +232,7 @@ def run_tune(
             "docs_per_s_fp32": np.nan, "docs_per_s_int8": np.nan,
             "stopped_early": bool(epochs < max_epochs and not result.metrics.get("stopped", False)),
             "base": bool(start) and all(_same(params.get(k), v) for k, v in start.items()),
-            "params": json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in sorted(params.items())}),
+            "params": json.dumps(dict(sorted(params.items()))),
         }
         if measure_cost:
             from tune.cost import onnx_docs_per_s

@@ -56,6 +56,12 @@ def load_space(path: str | Path | None) -> dict[str, dict]:
     return space
 
 
+def tune_value(value):
+    """A list value (model.filter_widths) as the string "1,2,3", which the config reads back:
+    Tune walks into lists and tuples of a preset point, and Optuna's choices must be scalars."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+
 def to_tune(space: dict[str, dict]) -> dict:
     """Ray Tune sampling objects for a space (keys keep their dots)."""
     from ray import tune
@@ -64,7 +70,7 @@ def to_tune(space: dict[str, dict]) -> dict:
     for key, dist in space.items():
         (kind, arg), = dist.items()
         if kind == "choice":
-            out[key] = tune.choice([tuple(a) if isinstance(a, list) else a for a in arg])
+            out[key] = tune.choice([tune_value(a) for a in arg])
         elif kind == "uniform":
             out[key] = tune.uniform(*arg)
         elif kind == "loguniform":
@@ -72,7 +78,7 @@ def to_tune(space: dict[str, dict]) -> dict:
         elif kind == "randint":
             out[key] = tune.randint(*arg)
         elif kind == "grid":
-            out[key] = tune.grid_search([tuple(a) if isinstance(a, list) else a for a in arg])
+            out[key] = tune.grid_search([tune_value(a) for a in arg])
         else:  # fixed (check_space refuses unknown kinds)
             out[key] = arg
     return out
@@ -116,10 +122,10 @@ def base_point(space: dict[str, dict], base: dict) -> dict | None:
         value = base
         for part in key.split("."):
             value = value[part]
-        value = tuple(value) if isinstance(value, list) else value
+        value = tune_value(value)
         if kind == "grid":
             return None
-        if kind == "choice" and value not in [tuple(a) if isinstance(a, list) else a for a in arg]:
+        if kind == "choice" and value not in [tune_value(a) for a in arg]:
             return None
         if kind in ("uniform", "loguniform") and not arg[0] <= value <= arg[1]:
             return None
