@@ -240,10 +240,7 @@ def coerce(name: str, hint: Any, value: Any) -> Any:
     raise TypeError(f"{name}: no coercion for type {hint!r}")
 
 
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    hints = get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+_hints = functools.cache(get_type_hints)  # a config dataclass's fields -> their types, in order
 
 
 def _coerce_fields(obj: Any) -> None:
@@ -259,15 +256,13 @@ def _coerce_fields(obj: Any) -> None:
 
 def field_type(key: str) -> Any:
     """The type of a dotted TrainConfig field ("model.dropout"); ConfigError for an unknown one."""
-    cls, hint = TrainConfig, TrainConfig
-    for i, part in enumerate(key.split(".")):
-        hints = _hints(cls) if dataclasses.is_dataclass(cls) else {}
+    hint, parts = TrainConfig, key.split(".")
+    for i, part in enumerate(parts):
+        hints = _hints(hint) if dataclasses.is_dataclass(hint) else {}
         if part not in hints:
-            prefix = ".".join(key.split(".")[:i])
             close = difflib.get_close_matches(part, list(hints), n=1)
-            hint_text = f"; did you mean {'.'.join(filter(None, [prefix, close[0]]))}?" if close else ""
-            raise ConfigError(f"unknown config field {key!r}{hint_text}")
-        cls = hint = hints[part]
+            raise ConfigError(f"unknown config field {key!r}" + (f"; did you mean {'.'.join(parts[:i] + close)}?" if close else ""))
+        hint = hints[part]
     return hint
 
 

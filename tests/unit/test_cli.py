@@ -143,3 +143,23 @@ def test_small_tune_runs_derive_the_grace_period(fake_tune):
     assert kw["grace_period"] is None and kw["max_epochs"] == 3 and base.model.num_filters == 8 and base.model.ensemble == 1
     assert [asha_grace_period(e) for e in (1, 3, 8, 40, 100)] == [1, 1, 2, 10, 10]
     assert asha_grace_period(3, 2) == 2
+
+
+def test_logging_goes_to_stderr_with_the_module_name(capsys):
+    import logging
+
+    from tagging.logs import setup_logging
+
+    log = logging.getLogger("tagging.example")
+    try:
+        setup_logging(0)
+        setup_logging(0)  # idempotent: one handler
+        log.info("rows %d", 3)
+        log.debug("hidden")
+        setup_logging(-1)  # --quiet
+        log.info("hidden")
+        log.warning("careful")
+        out, err = capsys.readouterr()
+        assert out == "" and err.splitlines() == ["[tagging.example] rows 3", "[tagging.example] warning: careful"]
+    finally:
+        setup_logging(0)
