@@ -47,7 +47,7 @@ def run_command(fn, *args, **kwargs):
     long messages) -> ``error: Type: last line`` + exit 1."""
     try:
         return fn(*args, **kwargs)
-    except (typer.Exit, typer.Abort, typer.BadParameter):
+    except (typer.Exit, typer.Abort, typer.BadParameter, BrokenPipeError):  # typer handles these (exit 2; a closed pipe)
         raise
     except expected_errors() as exc:
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

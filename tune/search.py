@@ -111,7 +111,7 @@ def check_tune_options(*, trials: int, max_epochs: int, workers_per_trial: int, 
         ("max-concurrent", max_concurrent, max_concurrent >= 1, "must be >= 1"),
         ("search", search, search in SEARCHES, f"must be one of {', '.join(SEARCHES)}"),
         ("grace-period", grace_period, grace_period is None or 1 <= grace_period <= max_epochs,
-         f"must be between 1 and --max-epochs ({max_epochs}): ASHA stops trials only after it"),
+         f"(ASHA's epochs before it may stop a trial) must be between 1 and --max-epochs ({max_epochs})"),
     ]
     for option, value, ok, rule in checks:
         if not ok:

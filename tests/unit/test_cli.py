@@ -121,7 +121,7 @@ def fake_tune(monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--max-epochs", "3", "--grace-period", "5"], "--grace-period must be between 1 and --max-epochs (3)"),
+    (["--max-epochs", "3", "--grace-period", "5"], "must be between 1 and --max-epochs (3), got 5"),
     (["--trials", "0"], "--trials must be >= 1, got 0"),
     (["--max-concurrent", "0"], "--max-concurrent must be >= 1"),
     (["--workers-per-trial", "0"], "--workers-per-trial must be >= 1"),
