@@ -1,13 +1,13 @@
-"""`ray job submit ... -- python -m jobs.evaluate --model DIR --data ... --out DIR` (options of `tagging evaluate`)."""
+"""`ray job submit ... -- python -m jobs.evaluate --model DIR --data ... --out DIR` (the options of `tagging evaluate`)."""
 
 import sys
 
-from tagging.cli import app
+from tagging.cli import run_job
 
 
-def main(argv: list[str] | None = None) -> None:
-    app(["evaluate", *(sys.argv[1:] if argv is None else argv)], prog_name="jobs.evaluate")
+def main(argv: list[str] | None = None) -> int:
+    return run_job("evaluate", argv, prog_name="python -m jobs.evaluate")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

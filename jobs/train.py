@@ -1,4 +1,4 @@
-"""`ray job submit ... -- python -m jobs.train --data ... --out ...`: the train command as a Ray job.
+"""`ray job submit ... -- python -m jobs.train --data ... --out ...`: `tagging train` as a Ray job.
 
 Takes exactly the options of `tagging train`; connects to the cluster it runs in (RAY_ADDRESS).
 Exits non-zero with a one-line reason on failure (shown by `ray job logs`).
@@ -6,12 +6,12 @@ Exits non-zero with a one-line reason on failure (shown by `ray job logs`).
 
 import sys
 
-from tagging.cli import app
+from tagging.cli import run_job
 
 
-def main(argv: list[str] | None = None) -> None:
-    app(["train", *(sys.argv[1:] if argv is None else argv)], prog_name="jobs.train")
+def main(argv: list[str] | None = None) -> int:
+    return run_job("train", argv, prog_name="python -m jobs.train")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,13 +1,13 @@
-"""`ray job submit ... -- python -m jobs.tune --data ... --out ...` (options of `tagging tune`)."""
+"""`ray job submit ... -- python -m jobs.tune --data ... --out ...` (the options of `tagging tune`)."""
 
 import sys
 
-from tagging.cli import app
+from tagging.cli import run_job
 
 
-def main(argv: list[str] | None = None) -> None:
-    app(["tune", *(sys.argv[1:] if argv is None else argv)], prog_name="jobs.tune")
+def main(argv: list[str] | None = None) -> int:
+    return run_job("tune", argv, prog_name="python -m jobs.tune")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,28 +1,19 @@
-"""`tagging score`, `tagging quantize` and `tagging bench-score` (registered by tagging.cli).
+"""`tagging score`, `tagging quantize` and `tagging bench-score` (composed into the app by tagging.cli;
+`python -m jobs.score_nightly` runs `score`).
 
-Only typer is imported here; each command imports its implementation when it runs, so
-`tagging --help` stays fast. Failures follow tagging.cli: one line on stderr, exit 1.
+Light imports only; each command imports its implementation when it runs, so `tagging --help`
+stays fast. Failures go through tagging.cli_support.run_command.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
-
-def register(app: typer.Typer) -> None:
-    app.command("score")(score)
-    app.command("quantize")(quantize)
-    app.command("bench-score")(bench_score)
-
-
-def _run(fn):
-    from tagging.cli import _run as run
-
-    return run(fn)
+from tagging.cli_support import Address, Data, echo_json, run_command
 
 
 def score(
@@ -34,12 +25,12 @@ def score(
     actors: Annotated[Optional[int], typer.Option(help="Scoring actors.", show_default="4 per GPU (0.25 GPU each), else one per CPU")] = None,
     cpus_per_actor: Annotated[float, typer.Option(help="CPUs per actor (fractional leaves room for Ray's own processes); ONNX Runtime threads = round(this), at least 1.")] = 0.75,
     gpus_per_actor: Annotated[Optional[float], typer.Option(help="GPUs per actor.", show_default="0.25 if the cluster has GPUs")] = None,
-    batch_size: Annotated[int, typer.Option(help="Texts per ONNX Runtime call (grouped by length; small batches stay in cache: 64 ran ~14% faster than 256 here).")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Texts per ONNX Runtime call (grouped by length).")] = 64,
     slice_rows: Annotated[int, typer.Option(help="Records per work item of a Parquet row group (an actor reads and scores one item at a time).")] = 4096,
-    precision: Annotated[str, typer.Option(help="fp32, or int8 (needs `tagging quantize`; refused unless it passed its F1 gate).")] = "fp32",
+    precision: Annotated[Literal["fp32", "int8"], typer.Option(help="int8 needs `tagging quantize` (refused unless it passed its F1 gate).")] = "fp32",
     top_k: Annotated[Optional[int], typer.Option(help="Write only the K highest scores per row.", show_default="every tag")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a date that already finished, or discard an unfinished run made with another model or inputs.")] = False,
-    address: Annotated[Optional[str], typer.Option(help="Ray address.", show_default="RAY_ADDRESS, else a local Ray")] = None,
+    address: Address = None,
 ) -> None:
     """Tag texts in files with the ONNX model on Ray Data, exactly once per id, into OUTPUT/date=DATE/.
 
@@ -56,26 +47,26 @@ def score(
                             overwrite=overwrite, address=address, fault=FaultPlan.from_env())
         summary = run_score(opts)
         keys = ("status", "output", "rows_read", "rows_scored", "rows_rejected", "throughput_docs_per_s")
-        typer.echo(json.dumps({k: summary.get(k) for k in keys}))
+        echo_json({k: summary.get(k) for k in keys})
 
-    _run(body)
+    run_command(body)
 
 
 def quantize(
     model: Annotated[Path, typer.Option(help="Artifact directory; the int8 model is added to it.")],
-    data: Annotated[list[str], typer.Option("--data", "-d", help="The artifact's training data (its splits pick calibration and validation rows). Repeatable.")],
+    data: Data,
     calibration_rows: Annotated[int, typer.Option(help="Training rows used to calibrate activation ranges.")] = 512,
     max_drop: Annotated[float, typer.Option(help="Refuse int8 if its validation weighted F1 is more than this below fp32.")] = 0.01,
 ) -> None:
-    """Static int8 quantization (QDQ, calibrated on training texts), gated on validation F1."""
+    """Static int8 quantization (QDQ, calibrated on training texts; --data is the artifact's training data), gated on validation F1."""
 
     def body():
         from tagging.quantize import quantize_artifact
 
         entry = quantize_artifact(str(model), data, calibration_rows=calibration_rows, max_drop=max_drop)
-        typer.echo(json.dumps(entry))
+        echo_json(entry)
 
-    _run(body)
+    run_command(body)
 
 
 def bench_score(
@@ -99,9 +90,12 @@ def bench_score(
 
         result = run(str(model), rows=rows, scale=scale, unit_rows=unit_rows, batch_size=batch_size, actors=actors,
                      cpus_per_actor=cpus_per_actor, rss_precision=rss_precision,
-                     work_dir=str(work_dir) if work_dir else None, seed=seed, ceiling_repeats=ceiling_repeats, log=lambda m: typer.echo(m, err=True))
+                     work_dir=str(work_dir) if work_dir else None, seed=seed, ceiling_repeats=ceiling_repeats)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
         typer.echo(result["table"])
 
-    _run(body)
+    run_command(body)
+
+
+COMMANDS = {"score": score, "quantize": quantize, "bench-score": bench_score}

@@ -1,16 +1,23 @@
 """Typed, frozen configuration with one loader.
 
-Precedence: command-line overrides > config file (JSON or YAML) > the defaults below.
-Every config is saved inside the artifact it produced.
+Precedence: command line (flags and ``--set key=value``) > config file (JSON or YAML) > the
+defaults below. Every value is coerced to its field's type or refused with an error that names
+the field (``model.dropout: expected a number, got 'high'``), so a bad config fails before any
+Ray work; ``validate`` then checks ranges. Every config is saved inside the artifact it
+produced. Why the defaults are what they are (measurements): docs/config-notes.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import json
+import math
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 
 class ConfigError(ValueError):
@@ -32,87 +39,92 @@ class DataConfig:
     tags_delimiter: str = ","
     """Delimiter of tags given as a plain string."""
     max_text_chars: int = 10_000
-    """Rows with longer texts (characters, before normalization) are rejected as too long."""
+    """Rows with longer texts (characters, before normalization) are rejected as too long (> 0)."""
     lowercase: bool = True
-    """Lowercase texts during normalization (measured: helps the char-CNN on the real data)."""
+    """Lowercase texts during normalization."""
     remove_stopwords: bool = False
-    """Drop punctuation and English stopwords (word-model habit; measured: hurts the char-CNN)."""
+    """Drop punctuation and English stopwords during normalization."""
     labels_file: str | None = None
-    """A file with one tag a line: the fixed label space. Overrides min_tag_freq."""
+    """File (path or URI) with one tag a line: the fixed label space. Overrides min_tag_freq."""
     tags_file: str | None = None
-    """A JSON array of {tag, aliases, parents} used to map aliases to tags."""
+    """File (path or URI): a JSON array of {tag, aliases, parents} that maps aliases to tags."""
     expand_parents: bool = False
     """Also add every parent tag from tags_file to a row's tags."""
     min_tag_freq: int = 10
-    """Without labels_file: keep tags that occur in at least this many rows."""
+    """Without labels_file: keep tags that occur in at least this many rows (>= 1)."""
     val_fraction: float = 0.15
-    """Fraction of rows in the validation split (0..0.5)."""
+    """Fraction of rows in the validation split (0 < x < 0.5)."""
     test_fraction: float = 0.15
-    """Fraction of rows in the test split (0..0.5)."""
+    """Fraction of rows in the test split (0 < x < 0.5)."""
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     embedding_dim: int = 64
-    """Character embedding size."""
+    """Character embedding size (> 0)."""
     num_filters: int = 64
-    """Conv1d filters per width."""
+    """Conv1d filters per width (> 0)."""
     filter_widths: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
-    """Convolution widths in characters (SAME padding, so any width works)."""
+    """Convolution widths in characters (each > 0; SAME padding, so any width works); "1,2,3" or a list."""
     hidden_dim: int = 256
-    """Units of the hidden fully connected layer."""
+    """Units of the hidden fully connected layer (> 0)."""
     dropout: float = 0.1
-    """Dropout before the output layer (0..1). 0.5 (the reference) learned far slower here."""
+    """Dropout probability before the output layer (0 <= x < 1)."""
     max_length: int = 512
-    """Texts are truncated to this many characters (truncations are counted)."""
+    """Texts are truncated to this many characters (> 0; truncations are counted)."""
     batch_norm: bool = False
-    """BatchNorm1d after each convolution (before ReLU): much faster convergence on small data."""
+    """BatchNorm1d after each convolution (before ReLU)."""
     ensemble: int = 3
-    """Members of a seed ensemble: K models trained with seeds seed..seed+K-1 on the same split,
-    their probabilities averaged in one exported graph (K times the training and scoring cost).
-    Measured on the real data: 3 members +0.032 test weighted F1 over one (paired bootstrap 95%
-    CI [0.011, 0.055]); int8 scoring still 5.4k docs/s on 2 cores. 1 = a single model."""
+    """Members of a seed ensemble (1..16): K models trained with seeds seed..seed+K-1 on the same
+    split, their probabilities averaged in one exported graph (K times the training and scoring
+    cost). 1 = a single model."""
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
+    """Input columns, normalization, label space and split."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """Architecture of the char-CNN (saved with the artifact)."""
     seed: int = 42
     """Seeds the split, weight init and batch order."""
     batch_size: int = 32
-    """Global batch size: split evenly across workers."""
+    """Global batch size in rows (> 0, >= workers): split evenly across workers."""
     learning_rate: float = 3e-3
-    """Adam learning rate."""
+    """Adam(W) learning rate (> 0)."""
     weight_decay: float = 0.0
-    """AdamW decoupled weight decay (0 = plain Adam behaviour)."""
+    """AdamW decoupled weight decay (>= 0; 0 = plain Adam behaviour)."""
     max_epochs: int = 40
-    """Epochs (the cosine schedule decays to zero at the last one); early stopping may end sooner."""
+    """Epochs at most (> 0; the cosine schedule decays to zero at the last one); early stopping may end sooner."""
     patience: int = 12
     """Early stopping: epochs without validation improvement before stopping."""
-    lr_schedule: str = "cosine"
-    """'cosine' (linear warm-up over the first tenth of max_epochs, then cosine decay to zero at
-    max_epochs; stepped per epoch) or 'plateau' (ReduceLROnPlateau on validation F1)."""
+    lr_schedule: Literal["cosine", "plateau"] = "cosine"
+    """'cosine': linear warm-up over the first tenth of max_epochs, then cosine decay to zero at
+    max_epochs, stepped per epoch; 'plateau': ReduceLROnPlateau on validation F1."""
     lr_patience: int = 3
     """ReduceLROnPlateau patience in epochs."""
     lr_factor: float = 0.5
     """ReduceLROnPlateau factor."""
     concat_rate: float = 1.0
-    """Augmentation: extra rows per training row and epoch, each the row's text joined with a
-    random other training text, labelled with both rows' tags (tagging.augment)."""
+    """Augmentation (0..8, 0 = off): extra rows per training row and epoch, each the row's text
+    joined with a random other training text, labelled with both rows' tags (tagging.augment)."""
     alias_examples: bool | None = None
     """Augmentation from data.tags_file: each epoch, one short example per tag of the tags file,
     a random one of its names, labelled with the tag and its ancestors in the label space.
     None (the default) resolves to True when a tags file is given and False otherwise; True
-    without a tags file is an error. Measured on the real data (README, same split, 3 seeds):
-    validation weighted F1 +0.009, test +0.005 (ensembles 0.694 vs 0.689): within noise, kept
-    because it never measured worse."""
-    imbalance: str = "pos_weight"
+    without a tags file is an error."""
+    imbalance: Literal["pos_weight", "inverse_count", "none"] = "pos_weight"
     """Class imbalance handling: 'pos_weight' (neg/pos ratio, sqrt-damped), 'inverse_count' (1/count class weights), or 'none'."""
     workers: int = 2
-    """Ray Train workers (data-parallel DDP). 0 runs in-process (no checkpoints)."""
+    """Ray Train workers (data-parallel DDP, >= 0). 0 runs in-process (no checkpoints)."""
     cpus_per_worker: float = 0.5
-    """CPUs reserved per worker; fractional leaves room for Ray Data on small machines."""
+    """CPUs reserved per worker (> 0); fractional leaves room for Ray Data on small machines."""
     use_gpu: bool = False
     """One GPU per worker, NCCL and mixed precision."""
     threads_per_worker: int = 1
@@ -128,43 +140,179 @@ class TrainConfig:
     """Worker-group restarts from the last checkpoint before the run fails."""
 
     def __post_init__(self) -> None:
+        _coerce_fields(self)
         if self.alias_examples is None:  # resolved here, so every saved config says which it was
             object.__setattr__(self, "alias_examples", bool(self.data.tags_file))
         validate(self)
 
 
 def validate(cfg: TrainConfig) -> None:
+    """Range checks (the types are checked on construction); ConfigError names the field."""
     d, m = cfg.data, cfg.model
     checks = [
-        ("data.max_text_chars", d.max_text_chars > 0),
-        ("data.val_fraction", 0 < d.val_fraction < 0.5),
-        ("data.test_fraction", 0 < d.test_fraction < 0.5),
-        ("data.min_tag_freq", d.min_tag_freq >= 1),
-        ("model.embedding_dim", m.embedding_dim > 0),
-        ("model.num_filters", m.num_filters > 0),
-        ("model.filter_widths", len(m.filter_widths) > 0 and all(w > 0 for w in m.filter_widths)),
-        ("model.hidden_dim", m.hidden_dim > 0),
-        ("model.dropout", 0 <= m.dropout < 1),
-        ("model.max_length", m.max_length > 0),
-        ("model.ensemble", 1 <= m.ensemble <= 16),
-        ("batch_size", cfg.batch_size > 0),
-        ("learning_rate", cfg.learning_rate > 0),
-        ("weight_decay", cfg.weight_decay >= 0),
-        ("max_epochs", cfg.max_epochs > 0),
-        ("imbalance", cfg.imbalance in ("pos_weight", "inverse_count", "none")),
-        ("lr_schedule", cfg.lr_schedule in ("plateau", "cosine")),
-        ("concat_rate", 0 <= cfg.concat_rate <= 8),
+        ("data.max_text_chars", d.max_text_chars > 0, "must be > 0"),
+        ("data.val_fraction", 0 < d.val_fraction < 0.5, "must be in (0, 0.5)"),
+        ("data.test_fraction", 0 < d.test_fraction < 0.5, "must be in (0, 0.5)"),
+        ("data.min_tag_freq", d.min_tag_freq >= 1, "must be >= 1"),
+        ("model.embedding_dim", m.embedding_dim > 0, "must be > 0"),
+        ("model.num_filters", m.num_filters > 0, "must be > 0"),
+        ("model.filter_widths", len(m.filter_widths) > 0 and all(w > 0 for w in m.filter_widths), "must be widths > 0"),
+        ("model.hidden_dim", m.hidden_dim > 0, "must be > 0"),
+        ("model.dropout", 0 <= m.dropout < 1, "must be in [0, 1)"),
+        ("model.max_length", m.max_length > 0, "must be > 0"),
+        ("model.ensemble", 1 <= m.ensemble <= 16, "must be in 1..16"),
+        ("batch_size", cfg.batch_size > 0, "must be > 0"),
+        ("learning_rate", cfg.learning_rate > 0, "must be > 0"),
+        ("weight_decay", cfg.weight_decay >= 0, "must be >= 0"),
+        ("max_epochs", cfg.max_epochs > 0, "must be > 0"),
+        ("concat_rate", 0 <= cfg.concat_rate <= 8, "must be in [0, 8]"),
         ("alias_examples", not cfg.alias_examples or bool(d.tags_file), "needs data.tags_file (--tags)"),
-        ("workers", cfg.workers >= 0),
-        ("cpus_per_worker", cfg.cpus_per_worker > 0),
-        ("batch_size", cfg.workers == 0 or cfg.batch_size >= cfg.workers),
+        ("workers", cfg.workers >= 0, "must be >= 0"),
+        ("cpus_per_worker", cfg.cpus_per_worker > 0, "must be > 0"),
+        ("batch_size", cfg.workers == 0 or cfg.batch_size >= cfg.workers, "must be >= workers"),
     ]
-    for name, ok, *hint in checks:
+    for name, ok, rule in checks:
         if not ok:
             value = cfg
             for part in name.split("."):
                 value = getattr(value, part)
-            raise ConfigError(f"invalid config value {name}={value!r}" + (f": {hint[0]}" if hint else ""))
+            raise ConfigError(f"{name}: {rule}, got {value!r}")
+
+
+# ------------------------------------------------------------------ types
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _number(value: Any) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):  # YAML reads 1e-3 as a string
+        for parse in (int, float):
+            try:
+                return parse(value.strip())
+            except ValueError:
+                pass
+    return None
+
+
+def coerce(name: str, hint: Any, value: Any) -> Any:
+    """``value`` as the type ``hint`` of the field ``name`` (dotted), or ConfigError naming it.
+
+    Numbers from strings ("1e-3"); ints only when integral (3.0 yes, 3.7 no); bools from
+    true/false/yes/no/on/off/1/0; tuples from lists or "1,2,3"; None for optional fields from
+    null, "" or "none"; a Literal's value must be one of its choices."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType) and type(None) in args:
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        return coerce(name, hint, value)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}: expected one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        items = value.strip(" []()").split(",") if isinstance(value, str) else value
+        items = list(items) if isinstance(items, (list, tuple)) else [items]
+        return tuple(coerce(name, args[0], v) for v in items if not (isinstance(v, str) and not v.strip()))
+    if hint is bool:
+        text = str(value).strip().lower() if isinstance(value, (str, int)) else None
+        if isinstance(value, bool) or text in _TRUE + _FALSE:
+            return value if isinstance(value, bool) else text in _TRUE
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if hint is int:
+        number = _number(value)
+        if number is None or (isinstance(number, float) and not number.is_integer()):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return int(number)
+    if hint is float:
+        number = _number(value)
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(number)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{name}: no coercion for type {hint!r}")
+
+
+_hints = functools.cache(get_type_hints)  # a config dataclass's fields -> their types, in order
+
+
+def _coerce_fields(obj: Any) -> None:
+    """Coerce every field of a config dataclass in place (so direct construction is checked too)."""
+    for name, hint in _hints(type(obj)).items():
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, hint):
+                raise ConfigError(f"{name}: expected a mapping of {hint.__name__} fields, got {value!r}")
+        else:
+            object.__setattr__(obj, name, coerce(name, hint, value))
+
+
+def field_type(key: str) -> Any:
+    """The type of a dotted TrainConfig field ("model.dropout"); ConfigError for an unknown one."""
+    hint, parts = TrainConfig, key.split(".")
+    for i, part in enumerate(parts):
+        hints = _hints(hint) if dataclasses.is_dataclass(hint) else {}
+        if part not in hints:
+            close = difflib.get_close_matches(part, list(hints), n=1)
+            raise ConfigError(f"unknown config field {key!r}" + (f"; did you mean {'.'.join(parts[:i] + close)}?" if close else ""))
+        hint = hints[part]
+    return hint
+
+
+def check_override(key: str, value: Any) -> Any:
+    """``value`` coerced for the dotted field ``key`` (a ``--set key=value``); ConfigError names it."""
+    hint = field_type(key)
+    if dataclasses.is_dataclass(hint):
+        raise ConfigError(f"{key} is a section: set its fields ({key}.<field>=...)")
+    return coerce(key, hint, value)
+
+
+# ------------------------------------------------------------------ documentation
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a config dataclass, read from this file's source."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    return {node.target.id: inspect.cleandoc(after.value.value) for node, after in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)}
+
+
+def type_name(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return " | ".join(map(str, args))
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin is tuple:
+        return f"list of {type_name(args[0])}"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def describe(cfg: Any = None, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted name, type, value, doc) of every leaf field of ``cfg`` (the defaults when None)."""
+    cfg = TrainConfig() if cfg is None else cfg
+    rows = []
+    for name, hint in _hints(type(cfg)).items():
+        value = getattr(cfg, name)
+        if dataclasses.is_dataclass(hint):
+            rows += describe(value, f"{prefix}{name}.")
+        else:
+            rows.append((prefix + name, type_name(hint), value, field_docs(type(cfg)).get(name, "")))
+    return rows
+
+
+# ------------------------------------------------------------------ loading
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
@@ -184,27 +332,16 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+def _build(cls: type, values: Any, prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of fields, got {values!r}")
     kwargs = {}
     for key, value in values.items():
-        if key not in names:
+        if not isinstance(key, str) or "." in key:  # dotted keys are for overrides, not inside a mapping
             raise ConfigError(f"unknown config field {prefix}{key!r}")
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config field {prefix}{key} must be a mapping")
-            value = _build(hint, value, f"{prefix}{key}.")
-        elif key == "filter_widths":
-            if isinstance(value, str):
-                value = [int(v) for v in value.split(",") if v.strip()]
-            value = tuple(int(v) for v in value)
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"bad config for {prefix or 'train'}: {exc}") from None
+        hint = field_type(f"{prefix}{key}")
+        kwargs[key] = _build(hint, value, f"{prefix}{key}.") if dataclasses.is_dataclass(hint) else coerce(prefix + key, hint, value)
+    return cls(**kwargs)
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -225,17 +362,18 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     """Defaults, then the file (JSON or YAML), then ``overrides`` (dotted keys, None = unset)."""
     values: dict = {}
     if path is not None:
-        text = Path(path).read_text("utf-8")
+        parse, errors = json.loads, ValueError
         if str(path).endswith((".yaml", ".yml")):
             import yaml
 
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
+            parse, errors = yaml.safe_load, yaml.YAMLError
+        try:
+            values = parse(Path(path).read_text("utf-8")) or {}
+        except errors as exc:
+            raise ConfigError(f"config file {path}: {str(exc).splitlines()[0]}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path} must hold a mapping")
-    values = merge(values, overrides or {})
-    return _build(TrainConfig, values)
+    return _build(TrainConfig, merge(values, overrides or {}))
 
 
 def from_dict(values: dict) -> TrainConfig:

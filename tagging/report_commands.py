@@ -1,41 +1,31 @@
-"""`tagging baselines`, `tagging report` and `tagging explain` (registered by tagging.cli).
+"""`tagging baselines`, `tagging report` and `tagging explain` (composed into the app by tagging.cli).
 
-Only typer is imported here; each command imports its implementation when it runs, so
-`tagging --help` stays fast. Failures follow tagging.cli: one line on stderr, exit 1.
+Light imports only; each command imports its implementation when it runs, so `tagging --help`
+stays fast. Failures go through tagging.cli_support.run_command.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from tagging.cli_support import Data, Labels, Sets, Tags, config_overrides, echo_json, run_command
 
-def register(app: typer.Typer) -> None:
-    app.command("baselines")(baselines)
-    app.command("report")(report)
-    app.command("explain")(explain)
-
-
-def _run(fn):
-    from tagging.cli import _run as run
-
-    return run(fn)
-
-
-def _log(message: str) -> None:
-    typer.echo(message, err=True)
+logger = logging.getLogger(__name__)
 
 
 def baselines(
-    data: Annotated[list[str], typer.Option("--data", "-d", help="Labeled input files, directories, globs or URIs. Repeatable.")],
+    data: Data,
     out: Annotated[Path, typer.Option(help="Directory for baselines.json, baselines.md and run.json.")],
-    labels: Annotated[Optional[str], typer.Option(help="Fixed label space: one tag a line, path or URI (as for `tagging train`).")] = None,
-    tags: Annotated[Optional[str], typer.Option(help="Tags file (JSON array of {tag, aliases, parents}; path or URI): alias mapping and the rules.")] = None,
+    labels: Labels = None,
+    tags: Tags = None,
     model: Annotated[Optional[Path], typer.Option(help="Reuse this artifact's labels and split membership (splits.json).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Config file of the CNN run (its data settings and seed define the split); not used with --model.")] = None,
+    sets: Sets = None,
     seed: Annotated[Optional[int], typer.Option(help="Split seed (as `tagging train --seed`); also seeds the random baselines.")] = None,
     min_tag_freq: Annotated[Optional[int], typer.Option(help="Without --labels: keep tags in at least N rows.")] = None,
     logreg: Annotated[bool, typer.Option("--logreg/--no-logreg", help="Also TF-IDF + logistic regression (slower).")] = False,
@@ -47,8 +37,8 @@ def baselines(
         from tagging.baselines import default_baselines, load_split_data, markdown_table, run_baselines, write_baselines
         from tagging.config import load_config
 
-        overrides = {"data.labels_file": str(labels) if labels else None, "data.tags_file": str(tags) if tags else None,
-                     "seed": seed, "data.min_tag_freq": min_tag_freq}
+        overrides = config_overrides({"data.labels_file": labels, "data.tags_file": tags, "seed": seed,
+                                      "data.min_tag_freq": min_tag_freq}, sets)
         if model is not None:
             from tagging.artifact import load_artifact
             from tagging.config import merge, to_dict
@@ -59,14 +49,14 @@ def baselines(
         else:
             cfg = load_config(config, overrides)
         split = load_split_data(data, cfg, str(model) if model else None)
-        _log(f"[baselines] rows train/val/test {split.info['counts']}, {len(split.labels)} tags, split from {split.info['split_source']}")
+        logger.info(f"rows train/val/test {split.info['counts']}, {len(split.labels)} tags, split from {split.info['split_source']}")
         ladder = default_baselines(cfg.seed, cfg.threshold_min_support, logreg=logreg, c_grid=c)
         results = run_baselines(split, ladder)
         path = write_baselines(results, split, out)
         typer.echo(markdown_table(results), err=True)
-        typer.echo(json.dumps({"baselines": str(path), "f1": {k: round(v["overall"]["f1"], 4) for k, v in results.items()}}))
+        echo_json({"baselines": str(path), "f1": {k: round(v["overall"]["f1"], 4) for k, v in results.items()}})
 
-    _run(body)
+    run_command(body)
 
 
 def report(
@@ -86,9 +76,9 @@ def report(
         summary = {"report": str(out / "report.html"), "metrics": str(out / "metrics.json"), "f1": round(r["overall"]["f1"], 4)}
         if "behavioral" in r:
             summary["behavioral"] = {k: r["behavioral"][k] for k in ("passed", "failed", "skipped")}
-        typer.echo(json.dumps(summary))
+        echo_json(summary)
 
-    _run(body)
+    run_command(body)
 
 
 def explain(
@@ -108,4 +98,7 @@ def explain(
             items = explainer.explain(t, top_k=top_k, tags=tag or None)
             typer.echo(json.dumps({"text": t, "tags": items}) if as_json else format_explanation(t, items))
 
-    _run(body)
+    run_command(body)
+
+
+COMMANDS = {"baselines": baselines, "report": report, "explain": explain}

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from tagging.config import TrainConfig, absolute_paths, from_dict, merge, to_dict
-from tune.space import NEEDS_TAGS_FILE, THRESHOLD_SPACE, base_point, load_space, to_tune
+from tune.space import NEEDS_TAGS_FILE, THRESHOLD_SPACE, base_point, check_space, load_space, to_tune
+
+logger = logging.getLogger(__name__)
+SEARCHES = ("random", "optuna")
 
 RESULT_COLUMNS = ["trial", "val_f1", "epochs", "seconds", "parameters", "docs_per_s_fp32", "docs_per_s_int8", "stopped_early",
                   "base", "params"]
@@ -39,7 +43,7 @@ def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str)
     from tagging.dist.train import build_trainer
     from tagging.dist.training import training_inputs
 
-    cfg = from_dict(merge(base, {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}))
+    cfg = from_dict(merge(base, params))
     _, loop_cfg, datasets, _ = training_inputs(cfg, prepared)
     trial_id = tune.get_context().get_trial_id()
     name = f"{experiment}-{trial_id}"
@@ -64,8 +68,6 @@ def latest_checkpoint(run_dir: Path) -> Path:
 
 
 def _same(a, b) -> bool:
-    a = tuple(a) if isinstance(a, list) else a
-    b = tuple(b) if isinstance(b, list) else b
     return a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) < 1e-12)
 
 
@@ -91,6 +93,31 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][1])
 
 
+def asha_grace_period(max_epochs: int, grace_period: int | None = None) -> int:
+    """ASHA's grace: epochs a trial runs before it can be stopped. Given, or a quarter of
+    ``max_epochs`` between 1 and 10 (past the cosine warm-up, the first tenth, during which a
+    trial looks weak)."""
+    return min(10, max(1, max_epochs // 4)) if grace_period is None else grace_period
+
+
+def check_tune_options(*, trials: int, max_epochs: int, workers_per_trial: int, cpus_per_worker: float,
+                       max_concurrent: int, search: str, grace_period: int | None) -> None:
+    """Refuse impossible option combinations before any Ray work (ValueError naming the option)."""
+    checks = [
+        ("trials", trials, trials >= 1, "must be >= 1"),
+        ("max-epochs", max_epochs, max_epochs >= 1, "must be >= 1"),
+        ("workers-per-trial", workers_per_trial, workers_per_trial >= 1, "must be >= 1 (each trial is a Ray Train run with checkpoints)"),
+        ("cpus-per-worker", cpus_per_worker, cpus_per_worker > 0, "must be > 0"),
+        ("max-concurrent", max_concurrent, max_concurrent >= 1, "must be >= 1"),
+        ("search", search, search in SEARCHES, f"must be one of {', '.join(SEARCHES)}"),
+        ("grace-period", grace_period, grace_period is None or 1 <= grace_period <= max_epochs,
+         f"(ASHA's epochs before it may stop a trial) must be between 1 and --max-epochs ({max_epochs})"),
+    ]
+    for option, value, ok, rule in checks:
+        if not ok:
+            raise ValueError(f"--{option} {rule}, got {value!r}")
+
+
 def run_tune(
     base: TrainConfig,
     data: Sequence[str],
@@ -103,45 +130,55 @@ def run_tune(
     max_concurrent: int = 2,
     search: str = "random",
     space_path: str | None = None,
-    grace_period: int = 10,
+    grace_period: int | None = None,
     include_base: bool = True,
     measure_cost: bool = True,
     address: str | None = None,
-    log: Callable[[str], None] = print,
 ) -> dict:
-    """Search, pick the best trial, tune its threshold policy, write leaderboard + artifact to ``out``."""
+    """Search, pick the best trial, tune its threshold policy, write leaderboard + artifact to ``out``.
+
+    Options, the search space and the inputs are checked before Ray starts; ``grace_period``
+    None derives ASHA's grace from ``max_epochs`` (asha_grace_period)."""
+    check_tune_options(trials=trials, max_epochs=max_epochs, workers_per_trial=workers_per_trial, cpus_per_worker=cpus_per_worker,
+                       max_concurrent=max_concurrent, search=search, grace_period=grace_period)
+    grace = asha_grace_period(max_epochs, grace_period)
+    import ray
     import ray.train
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
     from tagging.dist.runtime import init_ray
     from tagging.dist.train import load_checkpoint_state
-    from tagging.dist.training import finalize_artifact, prepare_with_ray, train_member, training_inputs
-    from tagging.train_loop import predict_texts
+    from tagging.dist.training import check_inputs, finalize_artifact, prepare_with_ray, train_member, training_inputs
     from tagging.model import CharCNN, assemble, count_parameters
+    from tagging.train_loop import predict_texts
     from tagging.vocab import CharVocab
 
-    outdir = Path(out).absolute()
-    if (outdir / "model").exists():
-        raise FileExistsError(f"{outdir}/model exists; choose a new --out")
-    outdir.mkdir(parents=True, exist_ok=True)
-    storage = str(outdir / "ray")
-    experiment = f"tune-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    from tagging.dist.training import check_inputs
-
     base = absolute_paths(base)  # trials run in their own directories
-    units = check_inputs(base, data)
-    init_ray(address)
-    prepared = prepare_with_ray(base, data, log, units)
-    space = load_space(space_path)
-    if not base.data.tags_file:
-        for key in NEEDS_TAGS_FILE:
-            space.pop(key, None)
     fixed = {"workers": workers_per_trial, "cpus_per_worker": cpus_per_worker, "max_epochs": max_epochs,
              "threads_per_worker": max(1, int(cpus_per_worker)), "max_failures": 0}
     # Trials are single models (an ensemble would multiply every trial's cost by K); the tuned
     # artifact below completes the best trial into the ensemble.
     base_dict = merge(to_dict(base), {**fixed, "model.ensemble": 1})
+    from_dict(base_dict)  # the fixed trial settings must make a valid config
+    space = load_space(space_path)
+    if not base.data.tags_file:
+        for key in NEEDS_TAGS_FILE:
+            space.pop(key, None)
+    check_space(space, base_dict)
+    outdir = Path(out).absolute()
+    if (outdir / "model").exists():
+        raise FileExistsError(f"{outdir}/model exists; choose a new --out")
+    units = check_inputs(base, data)
+    outdir.mkdir(parents=True, exist_ok=True)
+    storage = str(outdir / "ray")
+    experiment = f"tune-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    init_ray(address)
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if workers_per_trial * cpus_per_worker > cpus:
+        raise ValueError(f"a trial needs {workers_per_trial} x {cpus_per_worker} CPUs; the cluster has {cpus:g}: "
+                         "lower --workers-per-trial or --cpus-per-worker")
+    prepared = prepare_with_ray(base, data, units=units)
     start = base_point(space, base_dict) if include_base else None
     points = [start] if start else None
     search_alg = None
@@ -150,15 +187,14 @@ def run_tune(
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = ConcurrencyLimiter(OptunaSearch(seed=base.seed, points_to_evaluate=points), max_concurrent=max_concurrent)
-    elif search != "random":
-        raise ValueError(f"--search must be random or optuna, not {search!r}")
     elif points:
         from ray.tune.search import BasicVariantGenerator
 
         # explicit generator: it needs max_concurrent itself (Tune ignores max_concurrent_trials then)
         search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent, random_state=base.seed)
     if start:
-        log(f"[tune] first trial: the base config {start}")
+        logger.info(f"first trial: the base config {start}")
+    logger.info(f"{trials} trials of at most {max_epochs} epochs, ASHA grace {grace} epochs")
     trainable = tune.with_resources(
         tune.with_parameters(_trial, prepared=prepared, base=base_dict, storage=storage, experiment=experiment),
         {"CPU": 0.01},
@@ -169,12 +205,12 @@ def run_tune(
         param_space=to_tune(space),
         tune_config=tune.TuneConfig(
             metric="val_f1", mode="max", num_samples=trials, max_concurrent_trials=max_concurrent, search_alg=search_alg,
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=grace_period, reduction_factor=2),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=grace, reduction_factor=2),
         ),
         run_config=tune.RunConfig(name=experiment, storage_path=storage, verbose=0),
     )
     grid = tuner.fit()
-    log(f"[tune] {len(grid)} trials in {time.perf_counter() - t0:.0f} s")
+    logger.info(f"{len(grid)} trials in {time.perf_counter() - t0:.0f} s")
 
     train_df = prepared.split("train")
     vocab = CharVocab.fit(train_df["text"])
@@ -183,11 +219,11 @@ def run_tune(
     rows, failed = [], []
     for result in grid:
         if result.error or not result.metrics:
-            log(f"[tune] trial {result.path} failed: {result.error}")
+            logger.warning(f"trial {result.path} failed: {result.error}")
             failed.append({"trial": Path(result.path).name, "error": str(result.error).strip().splitlines()[-1][:300] if result.error else "no result"})
             continue
-        params = {k: v for k, v in result.config.items()}
-        cfg = from_dict(merge(base_dict, {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}))
+        params = dict(result.config)
+        cfg = from_dict(merge(base_dict, params))
         epochs = int(result.metrics.get("training_iteration", 0))
         row = {
             "trial": result.metrics.get("trial_id"), "val_f1": float(result.metrics.get("best_val_f1", np.nan)),
@@ -196,7 +232,7 @@ def run_tune(
             "docs_per_s_fp32": np.nan, "docs_per_s_int8": np.nan,
             "stopped_early": bool(epochs < max_epochs and not result.metrics.get("stopped", False)),
             "base": bool(start) and all(_same(params.get(k), v) for k, v in start.items()),
-            "params": json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in sorted(params.items())}),
+            "params": json.dumps(dict(sorted(params.items()))),
         }
         if measure_cost:
             from tune.cost import onnx_docs_per_s
@@ -209,12 +245,12 @@ def run_tune(
     if not rows:
         raise RuntimeError(f"every tuning trial failed; the first: {failed[0]['error'] if failed else 'no trials'}")
     if failed:
-        log(f"[tune] {len(failed)} of {len(failed) + len(rows)} trials failed (not on the leaderboard); first error: {failed[0]['error']}")
+        logger.warning(f"{len(failed)} of {len(failed) + len(rows)} trials failed (not on the leaderboard); first error: {failed[0]['error']}")
     board = pd.DataFrame(rows, columns=RESULT_COLUMNS).sort_values("val_f1", ascending=False).reset_index(drop=True)
     best = board.iloc[0]
     best_params = json.loads(best["params"])
     best_cfg = from_dict(merge(base_dict, best_params))
-    log(f"[tune] best trial {best['trial']}: val F1 {best['val_f1']:.4f} with {best_params}")
+    logger.info(f"best trial {best['trial']}: val F1 {best['val_f1']:.4f} with {best_params}")
 
     # The tuned model: the best trial, plus K-1 members of its config for an ensemble.
     state = load_checkpoint_state(ray.train.Checkpoint.from_directory(str(latest_checkpoint(Path(storage) / f"{experiment}-{best['trial']}"))))
@@ -223,7 +259,7 @@ def run_tune(
     states = [state]
     if final_cfg.model.ensemble > 1:
         _, loop_cfg, datasets, _ = training_inputs(final_cfg, prepared)
-        states += [train_member(final_cfg, loop_cfg, datasets, run_name, k, storage, log) for k in range(1, final_cfg.model.ensemble)]
+        states += [train_member(final_cfg, loop_cfg, datasets, run_name, k, storage) for k in range(1, final_cfg.model.ensemble)]
     model = assemble(vocab.size, len(prepared.labels), final_cfg.model, [s["early_stopping"]["best_state"] for s in states])
 
     # Stage 2: threshold policy over the tuned model's validation scores.
@@ -240,10 +276,10 @@ def run_tune(
                       for r in th_grid if r.metrics), key=lambda r: (-r["cv_f1"], -r["shrink"], r["min_support"]))
     policy = {**th_rows[0], "source": "tune threshold stage", "folds": 5}
     global_only = next(r for r in th_rows if r["shrink"] == 1.0)
-    log(f"[tune] threshold policy {policy} (global-only CV F1 {global_only['cv_f1']:.4f})")
+    logger.info(f"threshold policy {policy} (global-only CV F1 {global_only['cv_f1']:.4f})")
 
     art = finalize_artifact(final_cfg, prepared, vocab, states, str(outdir / "model"), run_name, list(data),
-                            {}, {"name": f"{experiment}-{best['trial']}", "tune_experiment": experiment}, log, threshold_policy=policy)
+                            {}, {"name": f"{experiment}-{best['trial']}", "tune_experiment": experiment}, threshold_policy=policy)
     test_f1 = art.manifest["metrics"]["overall"]["f1"]
     board.to_csv(outdir / "leaderboard.csv", index=False)
     (outdir / "leaderboard.md").write_text(_markdown(board))
@@ -266,7 +302,7 @@ def run_tune(
         "pareto": [board.iloc[i]["trial"] for i in pareto_front(list(zip(board["val_f1"], board["docs_per_s_fp32"].fillna(0))))],
     }
     (outdir / "tune_summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    log(f"[tune] leaderboard {outdir / 'leaderboard.md'}; best config {outdir / 'best_config.json'}; artifact {art.path}")
+    logger.info(f"leaderboard {outdir / 'leaderboard.md'}; best config {outdir / 'best_config.json'}; artifact {art.path}")
     return summary
 
 

@@ -18,8 +18,7 @@ DEFAULT_SPACE: dict[str, dict] = {
     "model.filter_widths": {"choice": [[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]},
     "model.hidden_dim": {"choice": [128, 256, 512]},
     "model.dropout": {"uniform": [0.0, 0.3]},
-    # Optimization and augmentation. Measured before (README): concatenation helps (off was
-    # worse in every comparison), widths up to 10 beat up to 6 or 8, pos_weight beat 1/count.
+    # Optimization and augmentation (why these ranges: docs/config-notes.md).
     "learning_rate": {"loguniform": [1.5e-3, 5e-3]},
     "batch_size": {"choice": [16, 32]},
     "weight_decay": {"choice": [0.0, 0.01, 0.05]},
@@ -30,6 +29,7 @@ DEFAULT_SPACE: dict[str, dict] = {
     "alias_examples": {"choice": [False, True]},
 }
 NEEDS_TAGS_FILE = ("alias_examples",)
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid", "fixed")
 
 THRESHOLD_SPACE = {"min_support": [0, 3, 5, 10], "shrink": [0.0, 0.25, 0.5, 0.75, 1.0]}
 
@@ -56,6 +56,12 @@ def load_space(path: str | Path | None) -> dict[str, dict]:
     return space
 
 
+def tune_value(value):
+    """A list value (model.filter_widths) as the string "1,2,3", which the config reads back:
+    Tune walks into lists and tuples of a preset point, and Optuna's choices must be scalars."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+
 def to_tune(space: dict[str, dict]) -> dict:
     """Ray Tune sampling objects for a space (keys keep their dots)."""
     from ray import tune
@@ -64,7 +70,7 @@ def to_tune(space: dict[str, dict]) -> dict:
     for key, dist in space.items():
         (kind, arg), = dist.items()
         if kind == "choice":
-            out[key] = tune.choice([tuple(a) if isinstance(a, list) else a for a in arg])
+            out[key] = tune.choice([tune_value(a) for a in arg])
         elif kind == "uniform":
             out[key] = tune.uniform(*arg)
         elif kind == "loguniform":
@@ -72,17 +78,38 @@ def to_tune(space: dict[str, dict]) -> dict:
         elif kind == "randint":
             out[key] = tune.randint(*arg)
         elif kind == "grid":
-            out[key] = tune.grid_search([tuple(a) if isinstance(a, list) else a for a in arg])
-        elif kind == "fixed":
+            out[key] = tune.grid_search([tune_value(a) for a in arg])
+        else:  # fixed (check_space refuses unknown kinds)
             out[key] = arg
-        else:
-            raise ValueError(f"search space entry {key!r}: unknown distribution {kind!r}")
     return out
 
 
-def to_optuna(space: dict[str, dict]) -> dict:
-    """The same space for Ray Tune's OptunaSearch (Tune's sampling API works there too)."""
-    return to_tune(space)
+def check_space(space: dict[str, dict], base: dict) -> None:
+    """Refuse, before any trial runs, an entry that names no config field, is not one known
+    distribution, or holds a value the config refuses (every choice, grid value and range bound
+    is tried on ``base``, a config dict); the error names the entry."""
+    from tagging.config import ConfigError, from_dict, merge
+
+    for key, dist in space.items():
+        if not (isinstance(dist, dict) and len(dist) == 1):
+            raise ValueError(f"search space entry {key!r}: expected one distribution, got {dist!r}")
+        (kind, arg), = dist.items()
+        if kind not in DISTRIBUTIONS:
+            raise ValueError(f"search space entry {key!r}: unknown distribution {kind!r} (one of {', '.join(DISTRIBUTIONS)})")
+        values = [arg] if kind == "fixed" else arg
+        if kind in ("choice", "grid") and not (isinstance(arg, list) and arg):
+            raise ValueError(f"search space entry {key!r}: {kind} needs a non-empty list, got {arg!r}")
+        if kind in ("uniform", "loguniform", "randint"):
+            if not (isinstance(arg, list) and len(arg) == 2 and all(isinstance(v, (int, float)) for v in arg) and arg[0] < arg[1]):
+                raise ValueError(f"search space entry {key!r}: {kind} needs [low, high] with low < high, got {arg!r}")
+            if kind == "loguniform" and arg[0] <= 0:
+                raise ValueError(f"search space entry {key!r}: loguniform needs low > 0, got {arg!r}")
+            values = [arg[0], arg[1] - 1] if kind == "randint" else arg
+        for value in values:
+            try:
+                from_dict(merge(base, {key: value}))
+            except ConfigError as exc:
+                raise ConfigError(f"search space entry {key!r}: {exc}") from None
 
 
 def base_point(space: dict[str, dict], base: dict) -> dict | None:
@@ -95,10 +122,10 @@ def base_point(space: dict[str, dict], base: dict) -> dict | None:
         value = base
         for part in key.split("."):
             value = value[part]
-        value = tuple(value) if isinstance(value, list) else value
+        value = tune_value(value)
         if kind == "grid":
             return None
-        if kind == "choice" and value not in [tuple(a) if isinstance(a, list) else a for a in arg]:
+        if kind == "choice" and value not in [tune_value(a) for a in arg]:
             return None
         if kind in ("uniform", "loguniform") and not arg[0] <= value <= arg[1]:
             return None

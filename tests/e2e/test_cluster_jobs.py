@@ -46,7 +46,8 @@ VENV_BIN = Path(sys.executable).parent  # the cluster, the CLIs and the jobs all
 RAY = VENV_BIN / "ray"
 DATE = "2026-11-21"
 NIGHTLY_ID = f"score-nightly-{DATE.replace('-', '')}"  # one submission per date (cluster/k8s uses the same name)
-TINY_MODEL = ["--num-filters", "16", "--filter-widths", "1,2,3,4", "--embedding-dim", "16", "--hidden-dim", "32",
+TINY_MODEL = ["--set", "model.num_filters=16", "--set", "model.filter_widths=1,2,3,4", "--set", "model.embedding_dim=16",
+              "--set", "model.hidden_dim=32",
               "--batch-size", "32", "--lr", "0.003", "--min-tag-freq", "5", "--max-epochs", "2",
               "--ensemble", "1"]
 # Score only once the whole actor pool is up (Ray Data otherwise starts with the first actor ready).

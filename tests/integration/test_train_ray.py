@@ -23,7 +23,8 @@ from tagging.readers import reason_kind
 pytestmark = pytest.mark.integration
 
 TAGGING = [sys.executable, "-m", "tagging.cli"]
-SMALL = ["--num-filters", "16", "--filter-widths", "1,2,3,4", "--embedding-dim", "16", "--hidden-dim", "32",
+SMALL = ["--set", "model.num_filters=16", "--set", "model.filter_widths=1,2,3,4", "--set", "model.embedding_dim=16",
+         "--set", "model.hidden_dim=32",
          "--batch-size", "32", "--lr", "0.003", "--min-tag-freq", "5", "--workers", "2", "--cpus-per-worker", "0.5", "--ensemble", "1"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import subprocess
@@ -114,6 +115,65 @@ def test_config_defaults_and_precedence(tmp_path):
 def test_config_errors_name_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):
         load_config(None, overrides)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("learning_rate: fast\n", "learning_rate: expected a number, got 'fast'"),
+    ("max_epochs: 3.7\n", "max_epochs: expected an integer, got 3.7"),
+    ("model:\n  dropuot: 0.1\n", "unknown config field 'model.dropuot'; did you mean model.dropout?"),
+    ("model:\n  dropout: high\n", "model.dropout: expected a number, got 'high'"),
+    ("use_gpu: maybe\n", "use_gpu: expected true or false, got 'maybe'"),
+    ("data:\n  labels_file: [a, b]\n", "data.labels_file: expected a string"),
+    ("model: 3\n", "model: expected a mapping of fields, got 3"),
+    ("imbalance: magic\n", "imbalance: expected one of pos_weight, inverse_count, none; got 'magic'"),
+    ("lr_schedule: linear\n", "lr_schedule: expected one of cosine, plateau"),
+    ("model:\n  filter_widths: [1, two]\n", "model.filter_widths: expected an integer, got 'two'"),
+    ("model:\n  dropout: 1.5\n", r"model.dropout: must be in \[0, 1\), got 1.5"),
+    ("[1, 2]\n", "must hold a mapping"),
+    ("model: {dropout: 0.1\n", "config file .*c.yaml: "),
+])
+def test_a_config_file_mistake_names_the_field(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_config_values_are_coerced_by_type(tmp_path):
+    path = tmp_path / "c.yaml"  # PyYAML reads 1e-3 (no dot) as a string
+    path.write_text("learning_rate: 1e-3\nmax_epochs: 4.0\nuse_gpu: 'no'\ncache_shards: off\nweight_decay: 0\n"
+                    "model:\n  filter_widths: [2, 3]\n  batch_norm: 'true'\n")
+    cfg = load_config(path)
+    assert (cfg.learning_rate, cfg.max_epochs, cfg.use_gpu, cfg.cache_shards, cfg.weight_decay) == (0.001, 4, False, False, 0.0)
+    assert type(cfg.max_epochs) is int and type(cfg.weight_decay) is float
+    assert cfg.model.filter_widths == (2, 3) and cfg.model.batch_norm is True
+    # strings (--set values) become the field's type; "none" resets an optional field
+    cfg = load_config(None, {"max_epochs": "5", "model.filter_widths": "1,2,3", "use_gpu": "yes", "data.labels_file": "none",
+                             "alias_examples": "none", "model.dropout": "0.25"})
+    assert (cfg.max_epochs, cfg.model.filter_widths, cfg.use_gpu, cfg.data.labels_file, cfg.alias_examples, cfg.model.dropout) == \
+        (5, (1, 2, 3), True, None, False, 0.25)
+    # direct construction is checked too (and dataclasses.replace)
+    with pytest.raises(ConfigError, match="dropout: expected a number"):
+        ModelConfig(dropout="x")
+    with pytest.raises(ConfigError, match="max_epochs: expected an integer"):
+        dataclasses.replace(TrainConfig(), max_epochs=2.5)
+    assert ModelConfig(filter_widths=[3, 4]).filter_widths == (3, 4)
+
+
+def test_every_config_field_is_documented_with_its_type():
+    from tagging.config import check_override, describe, field_type
+
+    rows = describe()
+    assert len(rows) == len({r[0] for r in rows}) > 40
+    assert all(doc for *_, doc in rows), [r[0] for r in rows if not r[3]]
+    by_name = {name: (kind, value) for name, kind, value, _ in rows}
+    assert by_name["model.dropout"] == ("float", 0.1) and by_name["imbalance"][0] == "pos_weight | inverse_count | none"
+    assert by_name["model.filter_widths"][0] == "list of int" and by_name["data.labels_file"][0] == "str | null"
+    assert field_type("model.max_length") is int and check_override("max_epochs", "7") == 7
+    with pytest.raises(ConfigError, match="model is a section"):
+        check_override("model", "x")
+    with pytest.raises(ConfigError, match="unknown config field 'max_epoch'; did you mean max_epochs"):
+        field_type("max_epoch")
 
 
 def test_absolute_paths_resolve_local_input_files_only(tmp_path, monkeypatch):

@@ -340,11 +340,29 @@ def test_score_bad_usage_and_bad_model_fail_cleanly(tmp_path):
     assert res.exit_code == 1 and "not a model artifact" in res.output
 
 
-def test_nightly_job_fails_with_one_line(tmp_path, capsys):
+def test_nightly_job_is_the_score_command_and_fails_with_one_line(tmp_path, capsys, monkeypatch):
+    """`python -m jobs.score_nightly` runs `tagging score`: same options (`--input a b` too), one error line."""
+    import serve_batch.job
     from jobs import score_nightly
 
-    assert score_nightly.parse_args(["--model", "m", "--input", "a", "b", "--output", "o"]).input == ["a", "b"]
+    seen = {}
+
+    def fake_run_score(opts):
+        seen["opts"] = opts
+        return {"status": "complete", "output": opts.output, "rows_read": 0}
+
+    monkeypatch.setattr(serve_batch.job, "run_score", fake_run_score)
+    code = score_nightly.main(["--model", "m", "--input", "a", "b", "--output", "o", "--date", "2026-01-01", "--precision", "int8",
+                               "--actors", "3", "--cpus-per-actor", "0.5", "--batch-size", "16", "--top-k", "2", "--overwrite",
+                               "--address", "auto"])
+    out = capsys.readouterr().out.strip().splitlines()
+    opts = seen["opts"]
+    assert code == 0 and len(out) == 1 and json.loads(out[0])["status"] == "complete"
+    assert (opts.inputs, opts.date, opts.precision, opts.actors, opts.cpus_per_actor, opts.batch_size, opts.top_k, opts.overwrite,
+            opts.address) == (("a", "b"), "2026-01-01", "int8", 3, 0.5, 16, 2, True, "auto")
+    monkeypatch.undo()
     code = score_nightly.main(["--model", str(tmp_path), "--input", "x.csv", "--output", str(tmp_path / "o"),
                                "--date", "2026-01-01"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and err[0].startswith("error: ") and "not a model artifact" in err[0]
+    assert score_nightly.main(["--model", "m", "--input", "a", "--output", "o", "--precision", "int4"]) == 2
