@@ -85,8 +85,13 @@ def run_training(
     storage: str = "runs",
     address: str | None = None,
     log: Callable[[str], None] = print,
+    fresh: bool = False,
 ) -> Artifact:
-    """Train end to end and write the artifact to ``out``; returns the loaded artifact."""
+    """Train end to end and write the artifact to ``out``; returns the loaded artifact.
+
+    A run whose ``run_name`` already has checkpoints in ``storage`` resumes from them, unless
+    ``fresh``: then those checkpoints are deleted first and the run starts over.
+    """
     from tagging.dist.runtime import init_ray
 
     t_start = time.perf_counter()
@@ -96,6 +101,8 @@ def run_training(
     storage = os.path.abspath(storage) if "://" not in storage else storage
     cfg = absolute_paths(cfg)  # the artifact's config names the files it was trained with, from anywhere
     units = check_inputs(cfg, data)
+    if fresh:
+        discard_runs(storage, [member_run_name(run_name, k) for k in range(cfg.model.ensemble)], log)
     init_ray(address)
     prepared = prepare_with_ray(cfg, data, log, units)
     vocab, loop_cfg, datasets, truncated = training_inputs(cfg, prepared)
@@ -108,6 +115,18 @@ def run_training(
     art = update_manifest(art, {"rejects.parquet": rejects_path}, {})
     log(f"[tagging] artifact {art.path} (model_version {art.model_version}); rejects: {rejects_path}")
     return art
+
+
+def discard_runs(storage: str, names: Sequence[str], log: Callable[[str], None] = print) -> None:
+    """Delete the Ray Train run folders ``storage/<name>`` that exist (local path or any pyarrow URI)."""
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(storage) if "://" in storage else (pafs.LocalFileSystem(), storage)
+    for name in names:
+        path = f"{root.rstrip('/')}/{name}"
+        if fs.get_file_info(path).type == pafs.FileType.Directory:
+            fs.delete_dir(path)
+            log(f"[tagging] --fresh: deleted the checkpoints of run {name} in {storage}")
 
 
 def member_run_name(run_name: str, k: int) -> str:

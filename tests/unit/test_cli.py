@@ -163,3 +163,12 @@ def test_logging_goes_to_stderr_with_the_module_name(capsys):
         assert out == "" and err.splitlines() == ["[tagging.example] rows 3", "[tagging.example] warning: careful"]
     finally:
         setup_logging(0)
+
+
+def test_fresh_discards_only_the_named_runs(tmp_path):
+    from tagging.dist.training import discard_runs, member_run_name
+
+    for name in ("r1", "r1-m1", "r2"):
+        (tmp_path / name / "checkpoint_000000").mkdir(parents=True)
+    discard_runs(str(tmp_path), [member_run_name("r1", k) for k in range(3)])  # r1-m2 never existed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r2"]
