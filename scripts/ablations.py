@@ -1,8 +1,8 @@
 """Ablations behind the README's "Choosing the defaults" table (model selection, not product code).
 
-python scripts/ablations.py --name NAME --seeds 42,43,44 [options]   (one JSON line per seed, then the mean)
+python scripts/ablations.py --data-dir DIR --name NAME --seeds 42,43,44 [options]   (one JSON line per seed, then the mean)
 
-Trains variants of the char-CNN in-process on ../shared/data/projects (labels.txt; --tags also
+Trains variants of the char-CNN in-process on --data-dir DIR (its labels.txt; --tags also
 normalizes aliases with tags.json), on the same split as `tagging train`, and reports validation
 weighted F1 (best epoch, global threshold) and test weighted F1 with per-class thresholds
 (``test_pc``), one global threshold (``test_g``) and the CV-chosen policy (``test_pol``). It keeps
@@ -27,7 +27,7 @@ from tagging.train_loop import encode_batch, make_loss
 from tagging.batching import bucket_order
 from tagging.vocab import CharVocab, PAD_ID
 
-D = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "projects")
+D = ""  # --data-dir: the folder with projects.json, labels.txt, tags.json (set in main)
 CACHE = os.path.join(tempfile.gettempdir(), "tagging-ablations-split.pkl")
 
 
@@ -354,7 +354,7 @@ def run(args, seed):
 def main():
     global D
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=D, help="folder with projects.json, labels.txt, tags.json")
+    ap.add_argument("--data-dir", required=True, help="folder with projects.json, labels.txt, tags.json")
     ap.add_argument("--name", default="x")
     ap.add_argument("--seeds", default="42")
     ap.add_argument("--emb", type=int, default=64)

@@ -1,6 +1,6 @@
 """Model-selection experiments on a labeled file, in-process (no Ray): prints val/test F1.
 
-python scripts/experiment.py --data ../shared/data/projects/projects.json --labels ../shared/data/projects/labels.txt key=value ...
+python scripts/experiment.py --data $DATA/projects.json --labels $DATA/labels.txt key=value ...
 Keys are TrainConfig fields with dotted paths (model.num_filters=64, data.tags_file=PATH).
 ``--seeds K`` trains K models (seeds seed..seed+K-1) and also reports their averaged
 probabilities (a seed ensemble), with per-class thresholds fit on validation as in training.

@@ -1,6 +1,6 @@
 """How much of a test F1 difference is the split draw, and how much the targets?
 
-python scripts/split_effect.py [--data-dir ../shared/data/projects] [--seeds 42,43,44,45,46]
+python scripts/split_effect.py --data-dir DIR [--seeds 42,43,44,45,46]   (DIR: projects.json, labels.txt, tags.json)
 
 With a tags file, aliases in the rows' tags are mapped to their tag before the label space is
 applied; that changes a few rows' targets, and since the stratified split depends on
@@ -22,8 +22,6 @@ from tagging.local import read_rows_local
 from tagging.readers import load_label_inputs
 from tagging.metrics import weighted_f1
 
-D = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "projects")
-
 
 def prepared(d: str, seed: int, tags: bool):
     over = {"data.labels_file": f"{d}/labels.txt", "seed": seed}
@@ -36,7 +34,7 @@ def prepared(d: str, seed: int, tags: bool):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default=D)
+    ap.add_argument("--data-dir", required=True, help="folder with projects.json, labels.txt, tags.json")
     ap.add_argument("--seeds", default="42,43,44,45,46")
     a = ap.parse_args()
     results = []

@@ -1,6 +1,6 @@
 """The default `tagging train` and the TF-IDF baseline on several splits of the same data.
 
-python scripts/splits.py --data ../shared/data/projects/projects.json --labels ../shared/data/projects/labels.txt \
+python scripts/splits.py --data $DATA/projects.json --labels $DATA/labels.txt \
     --seeds 42,43,44,45,46 --out out/splits [-- extra tagging train options]
 
 One 168-row test split moves weighted F1 by a few points, so a single split cannot say whether

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-
 import numpy as np
 
 
@@ -20,21 +18,3 @@ def bucket_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator 
         rng.shuffle(batches)
     return batches
 
-
-def iter_bucketed(
-    chunks: Iterator[dict], batch_size: int, rng: np.random.Generator | None = None
-) -> Iterator[dict]:
-    """Re-batch a stream of column dicts (each a chunk of many rows) into length buckets.
-
-    Each chunk must hold a ``length`` column; every other column is indexed alike.
-    """
-    for chunk in chunks:
-        lengths = np.asarray(chunk["length"])
-        for idx in bucket_order(lengths, batch_size, rng):
-            yield {k: _take(v, idx) for k, v in chunk.items()}
-
-
-def _take(values: Sequence | np.ndarray, idx: np.ndarray):
-    if isinstance(values, np.ndarray):
-        return values[idx]
-    return [values[i] for i in idx]

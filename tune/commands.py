@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from tagging.cli_support import Address, ConfigFile, Data, Labels, Sets, Tags, config_overrides, echo_json, run_command
+from tagging.cli_support import Address, Data, Labels, Sets, Tags, config_overrides, echo_json, run_command
 
 
 def tune(

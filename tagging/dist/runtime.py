@@ -10,7 +10,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, no_progres
     """Connect to ``address`` (or RAY_ADDRESS inside a job), else start a local Ray.
 
     A local Ray gets the machine's CPUs and a dashboard bound to 127.0.0.1 (the dashboard's
-    State API is what frees placement groups of stopped trials; see ../shared/RAY.md).
+    State API is what frees placement groups of stopped trials).
     ``include_dashboard=False`` leaves it out (batch scoring: ~1 GiB of processes less locally).
     """
     import ray
