@@ -1,4 +1,4 @@
-"""Ablations behind the README's "Choosing the defaults" table (model selection, not product code).
+"""Ablations behind the "Choosing the defaults" table of docs/measurements.md (model selection, not product code).
 
 python scripts/ablations.py --data-dir DIR --name NAME --seeds 42,43,44 [options]   (one JSON line per seed, then the mean)
 

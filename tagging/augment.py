@@ -4,8 +4,8 @@ Concatenation: a training text joined with a random other one, labelled with the
 their tags. The model max-pools each filter over positions, so the features of "A B" are
 (up to the few windows across the join) the element-wise max of the features of A and B: the
 augmented row asks every n-gram detector to keep its evidence when other text is around it,
-which is what a multi-label tagger must do. Measured on the real data (3 seeds each, see the
-README): validation weighted F1 0.686 -> 0.726, test 0.644 -> 0.667 with one extra
+which is what a multi-label tagger must do. Measured on the real data (3 seeds each, see
+docs/measurements.md): validation weighted F1 0.686 -> 0.726, test 0.644 -> 0.667 with one extra
 concatenated row per training row and epoch. Word dropout, random crops and character noise
 did not help there.
 """

@@ -2,7 +2,7 @@
 
 A char-CNN reads characters, so normalization only removes variation that carries no
 signal: unicode compatibility forms, case, and runs of whitespace. Stopword removal and
-stemming (the word-model recipe) were measured and hurt the char-CNN (see README), so they
+stemming (the word-model recipe) were measured and hurt the char-CNN (docs/measurements.md), so they
 are options, off by default.
 """
 
