@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup demo test test-unit test-integration test-e2e bench clean
+.PHONY: setup demo test test-unit test-integration test-e2e gpu-check bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ test-integration: setup
 
 test-e2e: setup
 	$(PY) -m pytest -q -m e2e tests
+
+# The GPU path without Ray (AMP training, padding invariance, loss vs CPU, ONNX parity, a DDP step,
+# samples/s); on a machine without CUDA it checks the CPU path. Extra options: GPU_CHECK_ARGS="--quick".
+gpu-check: setup
+	$(PY) scripts/gpu_check.py --device auto --out out/gpu_check.json $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf demo
