@@ -1,16 +1,37 @@
-"""Shared fixtures. Ray is never imported here: unit tests must run without it."""
+"""Shared fixtures and the tiers. Ray is never imported here: unit tests must run without it.
+
+A test's tier is its directory: tests/unit, tests/integration, tests/e2e, tests/model. The hook
+below gives every test the marker of its tier (registered in pyproject.toml, --strict-markers),
+so `pytest -m unit` selects exactly tests/unit and no file repeats it in a `pytestmark`.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "e2e", "model")
+
 
 def pytest_addoption(parser):
-    parser.addoption("--model", action="store", default=None, help="artifact directory for `-m model` tests")
+    parser.addoption("--model", action="store", default=None,
+                     help="artifact directory for the behavioral tests (tests/model); without it they run on a model the suite trains")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        try:
+            tier = Path(item.fspath).resolve().relative_to(TESTS).parts[0]
+        except ValueError:  # a test outside tests/ (given by path): no tier
+            continue
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/<tier>/ with tier one of {', '.join(TIERS)}")
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
-"""Helpers shared by the scoring tests (tests/unit/test_serve_batch*.py, tests/integration/test_score*.py).
+"""Helpers shared by the scoring tests (tests/integration/test_score*.py, tests/e2e).
 
-Not a conftest.py (those belong to the whole suite): test modules load it with
-``load_helpers()`` below. The trained artifact is built once per pytest process, however many
+Not a conftest.py (those belong to the whole suite): test modules ``import conftest_score as cs``
+(tests/ is on pytest's ``pythonpath``, pyproject.toml). The trained artifact is built once per pytest process, however many
 modules ask for it: a small char-CNN (max_length 128, so truncation happens) trained in-process
 on synthetic data, then quantized to int8.
 """

@@ -35,11 +35,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-import conftest_score as cs  # noqa: E402
+import conftest_score as cs
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.timeout(1200)
 
 LOCAL_SH = REPO / "cluster" / "local.sh"
 VENV_BIN = Path(sys.executable).parent  # the cluster, the CLIs and the jobs all run from this venv

@@ -17,8 +17,6 @@ import pytest
 
 from tagging.metrics import evaluate
 
-pytestmark = pytest.mark.integration
-
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--hide-scrollbars"]

@@ -4,23 +4,20 @@ account of every input line, rerun / --overwrite, input errors, int8 + top-k, ac
 from __future__ import annotations
 
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import conftest_score as cs  # noqa: E402
+import conftest_score as cs
+from serve_batch.faults import FaultPlan
+from serve_batch.job import ScoreOptions, run_score
+from serve_batch.layout import ScoreError
+from tagging.artifact import ArtifactError, load_artifact, update_manifest
+from tagging.readers import InputError
 
-from serve_batch.faults import FaultPlan  # noqa: E402
-from serve_batch.job import ScoreOptions, run_score  # noqa: E402
-from serve_batch.layout import ScoreError  # noqa: E402
-from tagging.artifact import ArtifactError, load_artifact, update_manifest  # noqa: E402
-from tagging.readers import InputError  # noqa: E402
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")

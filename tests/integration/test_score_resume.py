@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import conftest_score as cs  # noqa: E402
+import conftest_score as cs
+from tagging.artifact import load_artifact
 
-from tagging.artifact import load_artifact  # noqa: E402
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+pytestmark = pytest.mark.timeout(420)
 
 
 @pytest.fixture(scope="module")

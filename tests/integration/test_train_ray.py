@@ -20,8 +20,6 @@ from tagging.artifact import load_artifact
 from tagging.model import members
 from tagging.readers import reason_kind
 
-pytestmark = pytest.mark.integration
-
 TAGGING = [sys.executable, "-m", "tagging.cli"]
 SMALL = ["--set", "model.num_filters=16", "--set", "model.filter_widths=1,2,3,4", "--set", "model.embedding_dim=16",
          "--set", "model.hidden_dim=32",

@@ -13,8 +13,6 @@ import pytest
 from tagging.artifact import load_artifact
 from tagging.model import members
 
-pytestmark = pytest.mark.integration
-
 # One good learning rate first, then hopeless ones: with one trial at a time the order is the
 # grid order, so ASHA has the good trial's result at its rung when the bad ones get there.
 SPACE = {

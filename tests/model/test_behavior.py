@@ -11,8 +11,6 @@ import pytest
 
 from tagging.report import BEHAVIOR_CASES, check_case
 
-pytestmark = pytest.mark.model
-
 
 @pytest.fixture(scope="module")
 def predictor(request):

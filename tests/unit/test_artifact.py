@@ -10,8 +10,6 @@ import pytest
 from tagging.artifact import ArtifactError, load_artifact
 from tagging.evaluation import evaluate_files, predict_texts_from_artifact
 
-pytestmark = pytest.mark.unit
-
 
 def test_artifact_is_self_describing(local_artifact):
     m = local_artifact.manifest

@@ -13,8 +13,6 @@ from tagging.baselines import (PriorRandomBaseline, RandomBaseline, RuleBaseline
 from tagging.labels import TagIndex
 from tagging.metrics import evaluate
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.fixture(scope="module")
 def split(synth_parquet, tiny_config):

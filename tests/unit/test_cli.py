@@ -16,8 +16,6 @@ from typer.testing import CliRunner
 
 from tagging.cli import app
 
-pytestmark = pytest.mark.unit
-
 COMMANDS = {"train", "config", "evaluate", "predict", "synth", "bench-train", "baselines", "report", "explain", "score",
             "quantize", "bench-score", "tune"}
 

@@ -24,8 +24,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 K8S = CLUSTER / "k8s"

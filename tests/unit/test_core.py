@@ -27,8 +27,6 @@ from tagging.thresholds import apply_thresholds, fit_thresholds
 from tagging.train_loop import EarlyStopping, iter_batches, make_loss, train_epoch
 from tagging.vocab import PAD_ID, UNK_ID, CharVocab
 
-pytestmark = pytest.mark.unit
-
 
 # ------------------------------------------------------------------ text, labels, vocabulary
 

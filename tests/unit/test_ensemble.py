@@ -12,8 +12,6 @@ from tagging.config import ConfigError, ModelConfig, load_config
 from tagging.model import CharCNN, EnsembleCNN, assemble, build_model, members
 from tagging.vocab import CharVocab
 
-pytestmark = pytest.mark.unit
-
 CFG = ModelConfig(embedding_dim=8, num_filters=6, filter_widths=(1, 2, 3, 5), hidden_dim=8, ensemble=3)
 
 

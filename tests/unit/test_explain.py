@@ -12,8 +12,6 @@ import torch.nn.functional as F
 from tagging.explain import Explainer, explain, format_explanation
 from tagging.text import normalize
 
-pytestmark = pytest.mark.unit
-
 TEXTS = ["A PyTorch implementation of YOLO object detection with bounding boxes",
          "Time series forecasting with ARIMA", "GAN"]
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from tagging.config import ModelConfig
 from tagging.quantize import calibration_batches, quantize_model
 from tagging.vocab import CharVocab
-
-pytestmark = pytest.mark.unit
 
 CFG = ModelConfig(embedding_dim=8, num_filters=6, filter_widths=(1, 2, 3), hidden_dim=8, ensemble=1, max_length=64)
 

@@ -22,8 +22,6 @@ from serve_batch.stages import RECEIPT_SCHEMA, read_item, work_items
 from tagging.config import DataConfig
 from tagging.readers import ReadUnit, plan_units
 
-pytestmark = pytest.mark.unit
-
 
 # ----------------------------------------------------------------------------- names, dates
 

@@ -12,8 +12,6 @@ import pytest
 
 from tagging import synth
 
-pytestmark = pytest.mark.unit
-
 
 def _good(df: pd.DataFrame) -> pd.DataFrame:
     """Good rows of a frame (all rows when there is no ``_bad_kind`` column)."""

@@ -2,8 +2,6 @@
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 
 def test_tune_base_point_is_the_defaults_when_they_lie_in_the_space():
     from tagging.config import TrainConfig, from_dict, merge, to_dict
