@@ -1,4 +1,7 @@
-"""The artifact: round trip, refusal of changed files, predict/evaluate from it (no Ray)."""
+"""The artifact: refusal of changed or missing files, its inputs (split rows, tags file), the Predictor.
+
+On untrained models (tests/unit/conftest.py); what training writes into an artifact, and
+predict/evaluate on a trained one, are checked in tests/integration/test_artifact_trained.py."""
 
 from __future__ import annotations
 
@@ -8,40 +11,28 @@ import shutil
 import pytest
 
 from tagging.artifact import ArtifactError, load_artifact
-from tagging.evaluation import evaluate_files, predict_texts_from_artifact
-
-
-def test_artifact_is_self_describing(local_artifact):
-    m = local_artifact.manifest
-    for key in ("schema_version", "created_at", "versions", "data_hash", "config", "labels", "max_length",
-                "thresholds", "metrics", "files", "onnx"):
-        assert key in m, key
-    assert set(m["files"]) >= {"model.pt", "model.onnx", "vocab.json", "labels.json", "thresholds.json", "metrics.json", "splits.json"}
-    assert m["onnx"]["parity_max_abs_diff"] <= 1e-5
-    assert m["labels"] == sorted(m["labels"])
-    assert m["versions"]["torch"].startswith("2.13")
-    model = local_artifact.load_model()
-    assert sum(p.numel() for p in model.parameters()) == m["parameters"]
 
 
 @pytest.mark.parametrize("victim", ["model.onnx", "model.pt", "thresholds.json", "labels.json"])
-def test_changed_file_is_refused(local_artifact, tmp_path, victim):
+def test_changed_file_is_refused(untrained_artifact, tmp_path, victim):
     copy = tmp_path / "copy"
-    shutil.copytree(local_artifact.path, copy)
+    shutil.copytree(untrained_artifact().path, copy)
+    load_artifact(copy)  # the copy itself loads
     with open(copy / victim, "ab") as f:
         f.write(b" ")
     with pytest.raises(ArtifactError, match=victim):
         load_artifact(copy)
 
 
-def test_missing_and_mismatched_artifacts_are_refused(local_artifact, tmp_path):
+def test_missing_and_mismatched_artifacts_are_refused(untrained_artifact, tmp_path):
+    source = untrained_artifact().path
     copy = tmp_path / "copy"
-    shutil.copytree(local_artifact.path, copy)
+    shutil.copytree(source, copy)
     (copy / "vocab.json").unlink()
     with pytest.raises(ArtifactError, match="vocab.json.*missing"):
         load_artifact(copy)
     shutil.rmtree(copy)
-    shutil.copytree(local_artifact.path, copy)
+    shutil.copytree(source, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["schema_version"] = 99
     (copy / "manifest.json").write_text(json.dumps(manifest))
@@ -49,17 +40,6 @@ def test_missing_and_mismatched_artifacts_are_refused(local_artifact, tmp_path):
         load_artifact(copy)
     with pytest.raises(ArtifactError, match="not a model artifact"):
         load_artifact(tmp_path)
-
-
-def test_predict_and_evaluate_use_the_artifact(local_artifact, synth_parquet, tmp_path):
-    [item] = predict_texts_from_artifact(str(local_artifact.path), ["A PyTorch ResNet for image segmentation"])
-    assert set(item["tags"]) <= set(local_artifact.labels.labels)
-    assert all(p >= local_artifact.thresholds[local_artifact.labels.labels.index(t)] - 1e-6 for t, p in item["tags"].items())
-    metrics = evaluate_files(str(local_artifact.path), [synth_parquet])
-    acc = metrics["accounting"]
-    assert acc["rows_read"] == acc["rows_evaluated"] + acc["rows_rejected"] + acc["rows_unlabeled"] == 600
-    assert 0.0 < metrics["overall"]["f1"] <= 1.0
-    assert set(metrics["per_class"]) == set(local_artifact.labels.labels)
 
 
 # ----------------------------------------------------------------------------- the artifact's inputs, no training

@@ -1,4 +1,7 @@
-"""explain: n-grams are the real windows of the max-pooled filters, attributions add up, results are stable."""
+"""explain: n-grams are the real windows of the max-pooled filters, attributions add up, results are stable.
+
+None of this needs learned weights: an untrained model's filters have windows, maxima and
+contributions like a trained one's (tests/unit/conftest.py, ``untrained_artifact``)."""
 
 from __future__ import annotations
 
@@ -17,13 +20,18 @@ TEXTS = ["A PyTorch implementation of YOLO object detection with bounding boxes"
 
 
 @pytest.fixture(scope="module")
-def explainer(local_artifact):
-    return Explainer(local_artifact)
+def artifact(untrained_artifact):
+    return untrained_artifact()
+
+
+@pytest.fixture(scope="module")
+def explainer(artifact):
+    return Explainer(artifact)
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_ngrams_are_substrings_of_the_normalized_text(explainer, local_artifact, text):
-    every_tag = list(local_artifact.labels.labels)
+def test_ngrams_are_substrings_of_the_normalized_text(explainer, artifact, text):
+    every_tag = list(artifact.labels.labels)
     items = explainer.explain(text, top_k=8, tags=every_tag)
     assert {it["tag"] for it in items} == set(every_tag)
     probs = [it["probability"] for it in items]
@@ -34,21 +42,23 @@ def test_ngrams_are_substrings_of_the_normalized_text(explainer, local_artifact,
         assert 0 < len(it["ngrams"]) <= 8 or it["logit"] - it["bias"] <= 0
         for g in it["ngrams"]:
             assert g["ngram"] == clean[g["start"]:g["end"]] and g["ngram"] in clean
-            assert 1 <= len(g["ngram"]) <= max(local_artifact.config.model.filter_widths)
+            assert 1 <= len(g["ngram"]) <= max(artifact.config.model.filter_widths)
             assert g["contribution"] > 0 and g["filters"] >= 1
         contributions = [g["contribution"] for g in it["ngrams"]]
         assert contributions == sorted(contributions, reverse=True)
 
 
 def test_predicted_tags_only_by_default(explainer):
-    for it in explainer.explain(TEXTS[0]):
+    items = explainer.explain(TEXTS[0])
+    assert 0 < len(items) < len(explainer.art.labels)  # some tags are predicted, not all
+    for it in items:
         assert it["predicted"] and it["probability"] >= it["threshold"]
 
 
-def test_stable_across_runs_and_case(local_artifact):
-    a = explain(local_artifact, TEXTS[0], top_k=5)
-    b = explain(str(local_artifact.path), TEXTS[0], top_k=5)
-    c = explain(local_artifact, TEXTS[0].upper(), top_k=5)  # the artifact lowercases
+def test_stable_across_runs_and_case(artifact):
+    a = explain(artifact, TEXTS[0], top_k=5)
+    b = explain(str(artifact.path), TEXTS[0], top_k=5)
+    c = explain(artifact, TEXTS[0].upper(), top_k=5)  # the artifact lowercases
     assert a == b == c
 
 
@@ -90,40 +100,40 @@ def test_bad_input(explainer):
         explainer.explain("text", tags=["no-such-tag"])
 
 
-def test_cli_smoke(local_artifact):
+def test_cli_smoke(artifact):
     from typer.testing import CliRunner
 
     from tagging.cli import app
 
     runner = CliRunner()
-    tag = local_artifact.labels.labels[0]
-    res = runner.invoke(app, ["explain", "--model", str(local_artifact.path), "--text", TEXTS[0], "--tag", tag, "--json"])
+    tag = artifact.labels.labels[0]
+    res = runner.invoke(app, ["explain", "--model", str(artifact.path), "--text", TEXTS[0], "--tag", tag, "--json"])
     assert res.exit_code == 0, res.output
     (item,) = json.loads(res.stdout)["tags"]
     assert item["tag"] == tag
-    res = runner.invoke(app, ["explain", "--model", str(local_artifact.path), "--text", TEXTS[0], "--top-k", "2"])
+    res = runner.invoke(app, ["explain", "--model", str(artifact.path), "--text", TEXTS[0], "--top-k", "2"])
     assert res.exit_code == 0 and res.stdout.startswith("text: ")
     assert "(no tag predicted" in format_explanation("x", [])
-    bad = runner.invoke(app, ["explain", "--model", str(local_artifact.path), "--text", "x", "--tag", "nope"])
+    bad = runner.invoke(app, ["explain", "--model", str(artifact.path), "--text", "x", "--tag", "nope"])
     assert bad.exit_code == 1 and bad.stderr.startswith("error:")
 
 
-def test_batch_norm_models_are_explained(local_artifact):
+def test_batch_norm_models_are_explained(artifact):
     """With BatchNorm after the convolutions, the explained forward pass still matches the model's."""
     import dataclasses
 
     from tagging.model import CharCNN
 
-    e = Explainer(local_artifact)
-    cfg = dataclasses.replace(local_artifact.config.model, batch_norm=True)
-    model = CharCNN(local_artifact.vocab.size, len(local_artifact.labels), cfg)
+    e = Explainer(artifact)
+    cfg = dataclasses.replace(artifact.config.model, batch_norm=True)
+    model = CharCNN(artifact.vocab.size, len(artifact.labels), cfg)
     model.load_state_dict(e.model.state_dict(), strict=False)
     torch.manual_seed(0)
     for norm in model.norms:
         norm.running_mean.normal_(0, 0.1)
         norm.running_var.uniform_(0.5, 2.0)
     e.model = model.eval()
-    items = e.explain(TEXTS[0], tags=list(local_artifact.labels.labels)[:2])  # raises if the passes differ
+    items = e.explain(TEXTS[0], tags=list(artifact.labels.labels)[:2])  # raises if the passes differ
     assert len(items) == 2 and all(g["ngram"] in items[0]["text"] for g in items[0]["ngrams"])
 
 
