@@ -1,7 +1,8 @@
 """The unit tier's own rules and fixtures: no Ray, no training.
 
 Every unit test is checked not to leave Ray started (``no_ray`` below), so a test that starts a
-local cluster fails here and belongs in tests/integration. Tests that need an artifact on disk get
+local cluster fails here and belongs in tests/integration; the session's trained artifact
+(``local_artifact``) is refused here for the same reason. Tests that need an artifact on disk get
 one from ``untrained_artifact``: the product's artifact writer around a CharCNN with random
 weights, on the generated corpus's label space and split. Only tests whose assertions need
 learned weights (quality, or what training writes) use a trained one, in tests/integration.
@@ -22,6 +23,13 @@ def no_ray():
     if ray is not None and ray.is_initialized():
         ray.shutdown()
         pytest.fail("a unit test started Ray: move it to tests/integration", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def local_artifact():
+    """Overrides tests/conftest.py's trained artifact: unit tests train nothing."""
+    pytest.fail("a unit test asked for the trained artifact: use untrained_artifact, or move the test to tests/integration",
+                pytrace=False)
 
 
 @pytest.fixture(scope="session")
