@@ -1,8 +1,9 @@
 """Behavioral tests on a trained artifact: minimum functionality, invariance, directional.
 
-Run: ``pytest -m model --model DIR``. Without ``--model`` every test here is skipped. The cases
-are data (tagging.report.BEHAVIOR_CASES), shared with the report's behavioral summary; a case
-whose tag the artifact does not have is skipped.
+On the artifact given with ``pytest -m model --model DIR``, else on a small model the suite
+trains on generated data (tests/model/conftest.py), so CI runs this tier too. The cases are data
+(tagging.report.BEHAVIOR_CASES), shared with the report's behavioral summary; a case whose tag
+the artifact does not have is skipped.
 """
 
 from __future__ import annotations
@@ -13,14 +14,10 @@ from tagging.report import BEHAVIOR_CASES, check_case
 
 
 @pytest.fixture(scope="module")
-def predictor(request):
-    path = request.config.getoption("--model")
-    if not path:
-        pytest.skip("behavioral tests need an artifact: pytest -m model --model DIR")
-    from tagging.artifact import load_artifact
+def predictor(behavior_artifact):
     from tagging.evaluation import Predictor
 
-    return Predictor(load_artifact(path))
+    return Predictor(behavior_artifact)
 
 
 def _cases(kind):
