@@ -1,4 +1,4 @@
-"""`tagging score`, `tagging quantize` and `tagging bench-score` (composed into the app by tagging.cli;
+"""`tagging score`, `tagging read-scores`, `tagging quantize` and `tagging bench-score` (composed into the app by tagging.cli;
 `python -m jobs.score_nightly` runs `score`).
 
 Light imports only; each command imports its implementation when it runs, so `tagging --help`
@@ -30,11 +30,15 @@ def score(
     precision: Annotated[Literal["fp32", "int8"], typer.Option(help="int8 needs `tagging quantize` (refused unless it passed its F1 gate).")] = "fp32",
     top_k: Annotated[Optional[int], typer.Option(help="Write only the K highest scores per row.", show_default="every tag")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a date that already finished, or discard an unfinished run made with another model or inputs.")] = False,
+    wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another run of the same date to finish (0: refuse at once, naming it).")] = 0.0,
+    lease_ttl: Annotated[float, typer.Option(help="Object stores: seconds the date's lease lives unless renewed (a crashed run's date can be taken over after this).")] = 120.0,
+    no_lease: Annotated[bool, typer.Option("--no-lease", help="Take no lease on the date (only if the scheduler never starts two runs of a date; needed for stores without conditional writes, e.g. GCS).")] = False,
     address: Address = None,
 ) -> None:
     """Tag texts in files with the ONNX model on Ray Data, exactly once per id, into OUTPUT/date=DATE/.
 
-    A killed run resumes when rerun with the same arguments (committed units are kept); rerunning a finished date does nothing unless --overwrite.
+    A killed run resumes when rerun with the same arguments (committed units are kept); rerunning a finished date does nothing unless --overwrite
+    (exit 3 with status inputs_changed if its inputs changed since). One run per date: a second one is refused (or waits, --wait).
     """
 
     def body():
@@ -44,10 +48,13 @@ def score(
         opts = ScoreOptions(model=str(model), inputs=tuple(list(input) + list(more_inputs or [])), output=output,
                             date=date or yesterday(), actors=actors, cpus_per_actor=cpus_per_actor,
                             gpus_per_actor=gpus_per_actor, batch_size=batch_size, slice_rows=slice_rows, precision=precision, top_k=top_k,
-                            overwrite=overwrite, address=address, fault=FaultPlan.from_env())
+                            overwrite=overwrite, address=address, wait_s=wait, lease_ttl_s=lease_ttl, lease=not no_lease,
+                            fault=FaultPlan.from_env())
         summary = run_score(opts)
-        keys = ("status", "output", "rows_read", "rows_scored", "rows_rejected", "throughput_docs_per_s")
-        echo_json({k: summary.get(k) for k in keys})
+        keys = ("status", "output", "rows_read", "rows_scored", "rows_rejected", "throughput_docs_per_s", "changes")
+        echo_json({k: summary.get(k) for k in keys if k in summary or k != "changes"})
+        if summary.get("status") == "inputs_changed":
+            raise typer.Exit(3)  # a finished date whose inputs changed since: not an error of this run, not success
 
     run_command(body)
 
@@ -98,4 +105,40 @@ def bench_score(
     run_command(body)
 
 
-COMMANDS = {"score": score, "quantize": quantize, "bench-score": bench_score}
+def read_scores(
+    output: Annotated[str, typer.Argument(help="Output root of `tagging score` (path or URI).")],
+    date: Annotated[Optional[str], typer.Option(help="Date YYYY-MM-DD (fails unless it is finished).", show_default="every finished date")] = None,
+    to: Annotated[Optional[str], typer.Option(help="Write the rows to this Parquet file (path or URI) instead of JSON Lines on stdout.")] = None,
+    rejects: Annotated[bool, typer.Option("--rejects", help="The rejected records instead of the scored rows.")] = False,
+    list_files: Annotated[bool, typer.Option("--list-files", help="Print the committed files (one URI a line) instead of rows, e.g. for DuckDB.")] = False,
+) -> None:
+    """Read exactly the files a finished date's _SUCCESS lists (never half a night)."""
+
+    def body():
+        from tagging.scores import committed_files, finished_dates, read_scores as read
+
+        if list_files:
+            scheme = output.split("://", 1)[0] + "://" if "://" in output else ""
+            for d in [date] if date else finished_dates(output):
+                for path in committed_files(output, d, rejects=rejects):
+                    typer.echo(scheme + path)
+            return
+        table = read(output, date, rejects=rejects, verify=True)
+        if to:
+            import pyarrow.parquet as pq
+
+            from tagging.readers import resolve_filesystem
+
+            fs, path = resolve_filesystem(to)
+            pq.write_table(table, path, filesystem=fs)
+            echo_json({"rows": table.num_rows, "to": to})
+            return
+        for row in table.to_pylist():
+            if isinstance(row.get("scores"), list):
+                row["scores"] = dict(row["scores"])
+            typer.echo(json.dumps(row, default=str))
+
+    run_command(body)
+
+
+COMMANDS = {"score": score, "read-scores": read_scores, "quantize": quantize, "bench-score": bench_score}

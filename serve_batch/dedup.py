@@ -84,12 +84,14 @@ def find_duplicates(layout: OutputLayout, files: Sequence[str]) -> dict[int, lis
     return dict(out)
 
 
-def dedup_pass(layout: OutputLayout, files: Sequence[str], before_rewrite: Callable[[], None] | None = None) -> int:
-    """Move every later duplicate id into _rejects; returns the number of rows moved."""
+def dedup_pass(layout: OutputLayout, files: Sequence[str], stage: str | None = None,
+               before_rewrite: Callable[[], None] | None = None) -> int:
+    """Move every later duplicate id into _rejects; returns the number of rows moved.
+    ``stage`` is the run's own staging folder (default ``_staging/dedup``)."""
     dups = find_duplicates(layout, files)
     if not dups:
         return 0
-    stage = layout.path(STAGING, "dedup")
+    stage = stage or layout.path(STAGING, "dedup")
     layout.mkdirs(stage)
     sources: dict[int, list] = {}
     for fi in sorted({first for rows in dups.values() for _, first, _ in rows}):

@@ -13,6 +13,9 @@ the id / tags / reason columns it reads back from the committed files.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import os
+import posixpath
 import sys
 import time
 import uuid
@@ -26,7 +29,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from serve_batch.dedup import count_reasons, dedup_pass, part_files_in_order
+from serve_batch import pins
 from serve_batch.faults import FaultPlan, maybe_fault
+from serve_batch.lease import open_lease
 from serve_batch.layout import COMMITS, REJECTS, RUN, STAGING, SUCCESS, SUMMARY, OutputLayout, ScoreError, check_date
 from tagging.readers import InputError, ReadUnit, check_columns, plan_units, resolve_filesystem
 
@@ -73,11 +78,34 @@ class ScoreOptions:
     run's memory whatever the input size. Default 32 MiB per actor, at least 64 MiB."""
     max_rounds: int = 3
     """Units whose fragments did not add up (a retried task) are rescored, this many rounds at most."""
+    wait_s: float = 0.0
+    """Seconds to wait for another run of the date to end (0: refuse at once, naming it)."""
+    lease_ttl_s: float = 120.0
+    """Object stores: seconds a lease lives unless renewed (renewed every ttl/4; a crashed run's date
+    can be taken over this long after its last renewal). Local disks use a lock instead."""
+    lease: bool = True
+    """Take the date's lease (False: --no-lease, the scheduler guarantees one run per date)."""
     fault: FaultPlan = field(default_factory=FaultPlan)
 
     @property
     def threads(self) -> int:
         return max(1, round(self.cpus_per_actor))
+
+
+@dataclass(frozen=True)
+class PinnedArtifact:
+    """The artifact as planned: its manifest's sha256 is taken once (``Artifact.sha`` re-reads the
+    file, which `tagging quantize` may rewrite mid-run); everything else is the loaded artifact's."""
+
+    art: object
+    sha: str
+
+    @classmethod
+    def of(cls, art) -> "PinnedArtifact":
+        return cls(art, art.sha)
+
+    def __getattr__(self, name: str):
+        return getattr(self.art, name)
 
 
 def yesterday() -> str:
@@ -117,18 +145,12 @@ def plan(inputs: Sequence[str], cfg) -> list[ReadUnit]:
 
 
 def run_record(units: Sequence[ReadUnit], art, opts: ScoreOptions) -> dict:
-    """What this date is scored with; a resumed run must match it."""
-    infos: dict[str, tuple] = {}
-    out = []
-    for u in units:
-        if u.path not in infos:
-            fs, path = resolve_filesystem(u.path)
-            info = fs.get_file_info(path)
-            infos[u.path] = (info.size, info.mtime_ns)
-        size, mtime = infos[u.path]
-        out.append({"name": u.name, "path": u.path, "fmt": u.fmt, "part": u.part, "size": size, "mtime_ns": mtime})
-    return {"schema": RUN_SCHEMA, "model_sha": art.sha, "model_version": art.model_version,
-            "precision": opts.precision, "top_k": opts.top_k, "units": out}
+    """What this date is scored with (model, output options, each unit with its file's identity:
+    size, mtime, ETag on S3); a resumed run must match it, and _SUCCESS needs the inputs unchanged."""
+    idents = pins.identities(units)
+    out = [{"name": u.name, "path": u.path, "fmt": u.fmt, "part": u.part, **idents[u.path]} for u in units]
+    return {"schema": RUN_SCHEMA, "model_sha": art.sha, "model_version": art.model_version, "model_path": str(art.path),
+            "precision": opts.precision, "top_k": opts.top_k, "units": out, "inputs": idents}
 
 
 def _same_run(old: dict, new: dict) -> bool:
@@ -151,8 +173,9 @@ class Committer:
     """Driver side: collect receipts and commit each unit once its records add up exactly."""
 
     def __init__(self, layout: OutputLayout, units: Sequence[ReadUnit], attempt: str, staging: str,
-                 fault: FaultPlan, log: Callable[[str], None]) -> None:
+                 fault: FaultPlan, log: Callable[[str], None], fence: Callable[[], None] = lambda: None) -> None:
         self.layout, self.attempt, self.staging, self.fault, self.log = layout, attempt, staging, fault, log
+        self.fence = fence  # raises unless this run still holds the date's lease
         self.units = {u.name: u for u in units}
         self.progress = {u.name: _Progress() for u in units}
         self.committed: dict[str, dict] = {}
@@ -217,7 +240,11 @@ class Committer:
         marker = {"unit": unit, "path": u.path, "fmt": u.fmt, "part": u.part, "records": p.total, "rows": rows,
                   "rejects": rejects, "files": files, "reject_files": reject_files, "attempt": self.attempt,
                   "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        lay.commit_unit(unit, moves, marker, before_marker=lambda: maybe_fault(self.fault, "commit"))
+        def before_marker():
+            maybe_fault(self.fault, "commit")
+            self.fence()
+
+        lay.commit_unit(unit, moves, marker, before_marker=before_marker)
         self.committed[unit] = marker
         self.rows += rows
         self.commit_times.append((time.time(), self.rows))
@@ -273,7 +300,7 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
         warnings.simplefilter("ignore", DeprecationWarning)
         return ds.map_batches(
             ScoreStage,
-            fn_constructor_kwargs={"model_dir": str(art.path), "precision": opts.precision, "threads": opts.threads,
+            fn_constructor_kwargs={"model_dir": str(art.path), "model_sha": art.sha, "precision": opts.precision, "threads": opts.threads,
                                    "batch_size": opts.batch_size, "top_k": opts.top_k, "staging_uri": staging_uri,
                                    "cfg": art.config.data, "fault": opts.fault},
             # items queued per actor: the next one is already there when the current one ends (with 1,
@@ -306,7 +333,11 @@ def _ray_failure(exc: BaseException) -> ScoreError:
 
 
 def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> dict:
-    """Score ``opts.inputs`` into OUTPUT/date=D exactly once; returns the summary."""
+    """Score ``opts.inputs`` into OUTPUT/date=D exactly once; returns the summary.
+
+    Status ``complete`` (scored now), ``already_complete`` (a finished date, inputs as planned:
+    nothing touched) or ``inputs_changed`` (a finished date whose inputs changed or grew since:
+    nothing touched; rerun with --overwrite to redo it)."""
     from tagging.artifact import load_artifact
 
     started = time.time()
@@ -315,15 +346,19 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         raise ScoreError(f"--precision {opts.precision!r}: expected fp32 or int8")
     if opts.top_k is not None and opts.top_k < 1:
         raise ScoreError("--top-k must be at least 1")
-    art = load_artifact(opts.model)
+    # The model is pinned: a symlinked --model is resolved once, and every actor checks the sha.
+    art = PinnedArtifact.of(load_artifact(os.path.realpath(opts.model)))
     art.onnx_variant(opts.precision)  # refuses a missing or gate-failed int8 model now
+    run_id = f"{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"  # names this run's staging and lease
     layout = OutputLayout(opts.output, opts.date)
-    if layout.succeeded() and not opts.overwrite:
-        log(f"{layout.dir} is already complete (_SUCCESS); nothing to do (use --overwrite to redo it)")
-        summary = layout.read_json(layout.path(SUMMARY)) or {}
-        return {**summary, "status": "already_complete"}
+    if layout.succeeded() and not opts.overwrite:  # read-only fast path: no lease needed
+        return _finished(layout, opts, log)
     units = plan(opts.inputs, art.config.data)
-    with layout.lock():
+    layout.mkdirs()
+    with open_lease(layout, run_id, ttl_s=opts.lease_ttl_s, wait_s=opts.wait_s, enabled=opts.lease) as lease:
+        if layout.succeeded() and not opts.overwrite:
+            # Another run finished this date while we planned or waited: touch nothing.
+            return _finished(layout, opts, log)
         record = run_record(units, art, opts)
         old = layout.read_json(layout.path(RUN))
         if layout.succeeded() or (old is not None and not _same_run(old, record) and opts.overwrite):
@@ -354,11 +389,11 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
                 + (f" x {sizing[2]} GPU" if sizing[2] else "") + f", {opts.precision}, batch {opts.batch_size}")
             t_ray = time.time()
             for rnd in range(1, opts.max_rounds + 1):
-                attempt = f"{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+                attempt = f"{run_id}-r{rnd}"
                 attempts.add(attempt)
                 staging = layout.staging(attempt)
                 layout.mkdirs(staging)
-                committer = Committer(layout, pending, attempt, staging, opts.fault, log)
+                committer = Committer(layout, pending, attempt, staging, opts.fault, log, fence=lease.check)
                 ds = build_dataset(pending, art, opts, layout.uri_of(staging), sizing)
                 try:
                     for receipts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -380,7 +415,9 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
                                  f"(first: {pending[0].path})")
         order = [u.name for u in units]
         files = part_files_in_order(layout, order, committed)
-        moved = dedup_pass(layout, files, before_rewrite=lambda: maybe_fault(opts.fault, "dedup"))
+        lease.check()
+        moved = dedup_pass(layout, files, stage=layout.staging(f"dedup-{run_id}"),
+                           before_rewrite=lambda: maybe_fault(opts.fault, "dedup"))
         if moved:
             log(f"moved {moved} later duplicate ids to _rejects")
         layout.delete(layout.path(STAGING))
@@ -389,6 +426,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         scoring_s = finished - t_ray  # first read to summary: the pipeline, without Ray's own start-up
         summary.update({
             "status": "complete",
+            "run_id": run_id,
             "duplicates_moved": moved,
             "units": {"total": len(units), "scored_this_run": sum(m["attempt"] in attempts for m in committed.values())},
             "rows_scored_this_run": rows_this_run,
@@ -400,13 +438,54 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
             "throughput_docs_per_s": round(rows_this_run / scoring_s, 1) if rows_this_run and scoring_s > 0 else None,
             "options": {k: v for k, v in asdict(opts).items() if k not in ("fault", "model", "inputs", "output", "date")},
         })
+        # Pinned inputs: every planned file as it was, and no new one, or no _SUCCESS.
+        changed = pins.changes(opts.inputs, (layout.read_json(layout.path(RUN)) or record).get("inputs") or record["inputs"])
+        if changed:
+            raise ScoreError(f"inputs changed during the run, not writing _SUCCESS: {changed[0]}"
+                             + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
+                             + "; rerun with --overwrite to score the new inputs")
+        success = success_manifest(layout, run_id, summary, files, committed)
+        lease.check()
         layout.write_json(layout.path(SUMMARY), summary)
         maybe_fault(opts.fault, "summary")
-        with layout.fs.open_output_stream(layout.path(SUCCESS)) as f:
-            f.write(b"")
+        lease.check()
+        layout.write_json(layout.path(SUCCESS), success)
         log(f"done: {summary['rows_scored']} scored + {summary['rows_rejected']} rejected = {summary['rows_read']} read "
             f"-> {layout.dir}")
         return summary
+
+
+def _finished(layout: OutputLayout, opts: ScoreOptions, log: Callable[[str], None]) -> dict:
+    """A date with _SUCCESS: ``already_complete`` if its inputs are as planned, else ``inputs_changed``."""
+    summary = layout.read_json(layout.path(SUMMARY)) or {}
+    run = layout.read_json(layout.path(RUN)) or {}
+    planned = run.get("inputs")
+    changed = pins.changes(opts.inputs, planned) if planned else []
+    if changed:
+        log(f"{layout.dir} is complete, but its inputs changed since: {changed[0]}"
+            + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "") + "; use --overwrite to redo it")
+        return {**summary, "status": "inputs_changed", "changes": changed}
+    log(f"{layout.dir} is already complete (_SUCCESS); nothing to do (use --overwrite to redo it)")
+    return {**summary, "status": "already_complete"}
+
+
+def success_manifest(layout: OutputLayout, run_id: str, summary: dict, files: Sequence[str],
+                     committed: dict[str, dict]) -> dict:
+    """The content of _SUCCESS: exactly the files of the date (paths relative to it), with rows and sha256.
+    Readers (tagging.read_scores) read these files and nothing else."""
+    def entry(path: str) -> dict:
+        h = hashlib.sha256()
+        with layout.fs.open_input_stream(path) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return {"path": path[len(layout.dir) + 1:], "rows": _num_rows(layout.fs, path), "sha256": h.hexdigest()}
+
+    rejects = [layout.path(REJECTS, n) for m in committed.values() for n in m["reject_files"]]
+    rejects += [i.path for i in layout.list(layout.path(REJECTS)) if posixpath.basename(i.path).startswith("dup-")]
+    return {"schema": 1, "date": summary["date"], "run_id": run_id, "model": summary["model"],
+            "rows_scored": summary["rows_scored"], "rows_rejected": summary["rows_rejected"],
+            "files": [entry(p) for p in files], "rejects": [entry(p) for p in sorted(set(rejects))],
+            "written_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _timing(started: float, t_ray: float, commits: list[tuple[float, int]], finished: float) -> dict:

@@ -8,7 +8,8 @@
         _rejects/dup-part-{unit}-{start}.parquet  later duplicate ids moved out of that part
         _commits/{unit}.json               commit marker: the unit's files and record count
         _run.json                          what this date is being scored with (model, inputs)
-        _staging/{attempt}/                fragments written by the scoring actors
+        _lease                             the run that owns the date now (serve_batch.lease)
+        _staging/{attempt}/                fragments written by the scoring actors (unique per run)
         summary.json, then _SUCCESS        written last
 
 ``unit`` is ``ReadUnit.name`` (file index and Parquet row group), ``start`` the first record
@@ -22,13 +23,11 @@ readers (pyarrow, Spark, DuckDB), so ``OUTPUT/`` reads as a dataset partitioned 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
 import posixpath
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import pyarrow.fs as pafs
 
@@ -40,7 +39,7 @@ RUN = "_run.json"
 COMMITS = "_commits"
 REJECTS = "_rejects"
 STAGING = "_staging"
-LOCK = "_lock"
+LEASE = "_lease"  # one run per date: serve_batch.lease
 
 
 class ScoreError(ValueError):
@@ -132,32 +131,13 @@ class OutputLayout:
     def succeeded(self) -> bool:
         return self.exists(self.path(SUCCESS))
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Exclusive lock on the date directory (local filesystems; released if the process dies)."""
-        self.mkdirs()
-        if not self.local:
-            yield
-            return
-        import fcntl
-
-        fd = os.open(self.path(LOCK), os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ScoreError(f"{self.dir}: another scoring run holds its lock") from None
-            yield
-        finally:
-            os.close(fd)
-
     def clear(self) -> None:
         """Remove everything of this date: _SUCCESS and the run record first, so a kill midway
         leaves a directory that the next run recognizes as not resumable and clears again."""
         for name in (SUCCESS, SUMMARY, RUN):
             self.delete(self.path(name))
         for info in self.list():
-            if posixpath.basename(info.path) != LOCK:
+            if posixpath.basename(info.path) != LEASE:
                 self.delete(info.path)
 
     def committed(self) -> dict[str, dict]:

@@ -71,16 +71,31 @@ def read_item(item: dict, cfg: DataConfig, chunk: int = RECORDS_PER_CHUNK):
     yield unit.name, -1, int(item["total"]) if int(item["total"]) >= 0 else seq
 
 
+def pinned_scorer(model_dir: str, model_sha: str, precision: str, threads: int, batch_size: int):
+    """The scorer of exactly the planned artifact: ``model_sha`` is the manifest's sha256 at plan
+    time and ``load_artifact`` checks every file against that manifest. Anything else (the
+    manifest rewritten by `tagging quantize`, a model copied over the directory) is refused."""
+    from serve_batch.layout import ScoreError
+    from tagging.artifact import load_artifact
+    from tagging.onnx_scoring import OnnxScorer
+
+    art = load_artifact(model_dir)
+    if art.sha != model_sha:
+        raise ScoreError(f"{model_dir}: the model changed since the run was planned (manifest sha256 "
+                         f"{art.sha[:12]}..., planned {model_sha[:12]}...); this actor refuses to score with it")
+    scorer = OnnxScorer(art, precision, threads=threads, batch_size=batch_size)
+    if art.sha != model_sha:  # rewritten while the session loaded
+        raise ScoreError(f"{model_dir}: the model changed while this actor loaded it; refusing")
+    return scorer
+
+
 class ScoreStage:
     """Actor UDF: one ONNX Runtime session per actor, loaded once in __init__."""
 
-    def __init__(self, model_dir: str, precision: str, threads: int, batch_size: int, top_k: int | None,
-                 staging_uri: str, cfg: DataConfig, fault: FaultPlan | None = None) -> None:
-        from tagging.onnx_scoring import OnnxScorer
-        from tagging.artifact import load_artifact
-
-        art = load_artifact(model_dir)
-        self.scorer = OnnxScorer(art, precision, threads=threads, batch_size=batch_size)
+    def __init__(self, model_dir: str, model_sha: str, precision: str, threads: int, batch_size: int,
+                 top_k: int | None, staging_uri: str, cfg: DataConfig, fault: FaultPlan | None = None) -> None:
+        self.scorer = pinned_scorer(model_dir, model_sha, precision, threads, batch_size)
+        art = self.scorer.art
         self.model_version = art.model_version
         self.top_k = top_k
         self.fs, self.staging = resolve_filesystem(staging_uri)

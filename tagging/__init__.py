@@ -5,3 +5,10 @@ never imports Ray, creates files or starts processes.
 """
 
 __version__ = "0.1.0"
+
+
+def read_scores(output: str, date: str | None = None, **kwargs):
+    """Scored rows of finished dates, exactly the files their _SUCCESS lists (see tagging.scores)."""
+    from tagging.scores import read_scores as _read
+
+    return _read(output, date, **kwargs)

@@ -100,3 +100,73 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 240
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=str(REPO))
+
+
+class Store:
+    """Where a test's inputs and outputs live: a local folder or an S3 prefix (``s3://bucket``),
+    with the few reads the tests need, through pyarrow's filesystem either way."""
+
+    def __init__(self, root: str) -> None:
+        from tagging.readers import resolve_filesystem
+
+        self.root = root.rstrip("/")
+        self.s3 = root.startswith("s3://")
+        self.fs, self.base = resolve_filesystem(self.root)
+
+    def uri(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def path(self, uri: str) -> str:
+        """The filesystem path of one of this store's URIs."""
+        return uri.split("://", 1)[1] if self.s3 else uri
+
+    def put(self, local: Path, name: str) -> str:
+        """Copy a local file or folder here; returns its URI (a local store uses it where it is)."""
+        if not self.s3:
+            return str(local)
+        import pyarrow.fs as pafs
+
+        dest = self.uri(name)
+        if local.is_dir():
+            pafs.copy_files(str(local), self.path(dest), source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+        else:
+            pafs.copy_files(str(local), self.path(dest), source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+        return dest
+
+    def date_dir(self, out: str, date: str = DATE) -> str:
+        return f"{self.path(out).rstrip('/')}/date={date}"
+
+    def names(self, folder: str, prefix: str = "", suffix: str = "") -> list[str]:
+        import pyarrow.fs as pafs
+
+        infos = self.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File
+                      and i.base_name.startswith(prefix) and i.base_name.endswith(suffix))
+
+    def exists(self, path: str) -> bool:
+        import pyarrow.fs as pafs
+
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def read_json(self, path: str):
+        import json
+
+        with self.fs.open_input_stream(path) as f:
+            return json.loads(f.read())
+
+    def mtimes(self, folder: str) -> dict:
+        """{path: (size, mtime)} of every file under a folder (a touched file changes its entry)."""
+        import pyarrow.fs as pafs
+
+        infos = self.fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+        return {i.path: (i.size, i.mtime_ns) for i in infos if i.type == pafs.FileType.File}
+
+    def read_output(self, date_dir: str):
+        """(scored rows, rejects) of a date as pyarrow tables (every part file, committed or not)."""
+        import pyarrow as pa
+
+        parts = [f"{date_dir}/{n}" for n in self.names(date_dir, "part-", ".parquet")]
+        rejects = [f"{date_dir}/_rejects/{n}" for n in self.names(f"{date_dir}/_rejects", suffix=".parquet")]
+        scored = pa.concat_tables([pq.read_table(p, filesystem=self.fs) for p in parts]) if parts else None
+        rej = pa.concat_tables([pq.read_table(p, filesystem=self.fs) for p in rejects]) if rejects else None
+        return scored, rej

@@ -26,12 +26,18 @@ def artifact(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_local():
+def ray_local(s3_server):
+    """This module's own local Ray, started after the S3 server so its workers get its endpoint
+    (a Ray another module left running would not have it: it is shut down first)."""
+    import os
+
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if ray.is_initialized():
+        ray.shutdown()
+    started = True
+    s3_env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": s3_env})
     ctx = ray.data.DataContext.get_current()
     old = ctx.execution_no_progress_timeout_s
     ctx.execution_no_progress_timeout_s = 120
@@ -45,20 +51,42 @@ def _opts(artifact, inputs, out, **kw) -> ScoreOptions:
     return ScoreOptions(model=str(artifact), inputs=tuple(map(str, inputs)), output=str(out), date=cs.DATE, **kw)
 
 
+def _store(kind: str, tmp: Path, s3_server) -> cs.Store:
+    return cs.Store(str(tmp / "store")) if kind == "local" else cs.Store(s3_server.bucket())
+
+
+_bad_runs: dict = {}
+
+
+def _bad_run(kind, artifact, tmp_path_factory, s3_server):
+    """One scored date over Parquet (3 row groups) + JSON Lines + CSV with every kind of bad row,
+    on a local disk or on the S3 server; (store, input URI, output URI, date dir path, summary)."""
+    if kind not in _bad_runs:
+        base = tmp_path_factory.mktemp(f"bad-{kind}")
+        store = _store(kind, base, s3_server)
+        inputs = store.put(cs.write_bad_inputs(base / "in"), "in")
+        out = store.uri("out")
+        summary = run_score(_opts(artifact, [inputs], out), log=lambda m: None)
+        _bad_runs[kind] = (store, inputs, out, store.date_dir(out), summary)
+    return _bad_runs[kind]
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def bad_run(request, artifact, ray_local, tmp_path_factory, s3_server):
+    """The bad-input date on local disk and on S3 (tests using it run on both)."""
+    return _bad_run(request.param, artifact, tmp_path_factory, s3_server)
+
+
 @pytest.fixture(scope="module")
-def bad_run(artifact, ray_local, tmp_path_factory):
-    """One scored date over Parquet (3 row groups) + JSON Lines + CSV with every kind of bad row."""
-    base = tmp_path_factory.mktemp("bad")
-    inputs = cs.write_bad_inputs(base / "in")
-    summary = run_score(_opts(artifact, [inputs], base / "out"), log=lambda m: None)
-    return inputs, base / "out" / f"date={cs.DATE}", summary
+def bad_local(artifact, ray_local, tmp_path_factory, s3_server):
+    return _bad_run("local", artifact, tmp_path_factory, s3_server)
 
 
 def test_every_line_is_scored_or_rejected_with_its_reason(artifact, bad_run):
-    inputs, date_dir, summary = bad_run
+    store, inputs, out, date_dir, summary = bad_run
     art = load_artifact(artifact)
     expected = cs.expected_outcome([str(inputs)], art.config.data)
-    scored, rejects = cs.read_output(date_dir)
+    scored, rejects = store.read_output(date_dir)
     ids = scored.column("id").to_pylist()
     assert len(ids) == len(set(ids)), "an id was written twice"
     assert set(ids) == set(expected["valid"])
@@ -74,6 +102,7 @@ def test_every_line_is_scored_or_rejected_with_its_reason(artifact, bad_run):
     assert len(set(sources)) == expected["records"]
     assert {s.rsplit(":", 1)[0].rsplit("/", 1)[-1] for s in rejects.column("source").to_pylist()} == {
         "a.parquet", "b.jsonl", "c.csv"}
+    assert all(s.startswith(str(inputs)) for s in sources)  # s3://... sources on S3
     assert all(len(r or "") <= 200 for r in rejects.column("raw").to_pylist())
     # Summary: per-tag counts and rates, truncations (the test model reads 128 characters).
     tag_counts = Counter(t for tags in scored.column("tags").to_pylist() for t in tags)
@@ -83,17 +112,26 @@ def test_every_line_is_scored_or_rejected_with_its_reason(artifact, bad_run):
     assert {i for i, tr in zip(ids, scored.column("truncated").to_pylist()) if tr} == long_ids
     assert summary["model"]["version"] == "test-1" and summary["model"]["sha"] == art.sha
     assert set(scored.column("model_version").to_pylist()) == {"test-1"}
-    assert (date_dir / "_SUCCESS").is_file() and not (date_dir / "_staging").exists()
+    assert store.exists(f"{date_dir}/_SUCCESS") and not store.exists(f"{date_dir}/_staging")
+    # _SUCCESS lists exactly the committed files, and tagging.read_scores reads exactly them.
+    import tagging
+
+    manifest = store.read_json(f"{date_dir}/_SUCCESS")
+    assert sorted(e["path"] for e in manifest["files"]) == store.names(date_dir, "part-")
+    assert sum(e["rows"] for e in manifest["files"]) == scored.num_rows
+    assert manifest["run_id"] == store.read_json(f"{date_dir}/summary.json")["run_id"]
+    assert sorted(tagging.read_scores(out, cs.DATE, verify=True).column("id").to_pylist()) == sorted(ids)
+    assert tagging.read_scores(out, cs.DATE, rejects=True).num_rows == rejects.num_rows
 
 
 def test_scores_equal_predict(artifact, bad_run):
     from tagging.evaluation import predict_texts_from_artifact
     from tagging.train_loop import predict_texts
 
-    inputs, date_dir, _ = bad_run
+    store, inputs, _, date_dir, _ = bad_run
     art = load_artifact(artifact)
     valid = cs.expected_outcome([str(inputs)], art.config.data)["valid"]
-    scored, _ = cs.read_output(date_dir)
+    scored, _ = store.read_output(date_dir)
     ids = scored.column("id").to_pylist()
     got = np.array([[dict(m)[t] for t in art.labels.labels] for m in scored.column("scores").to_pylist()])
     want = predict_texts(art.load_model(), [valid[i] for i in ids], art.vocab, art.max_length)
@@ -109,8 +147,9 @@ def test_scores_equal_predict(artifact, bad_run):
             assert abs(dict(row["scores"])[tag] - p) <= 5e-5 + 1e-5
 
 
-def test_rerun_is_a_noop_and_overwrite_redoes_it(artifact, bad_run):
-    inputs, date_dir, summary = bad_run
+def test_rerun_is_a_noop_and_overwrite_redoes_it(artifact, bad_local):
+    _, inputs, _, date_dir, summary = bad_local
+    date_dir = Path(date_dir)
     before = {p.name: p.stat().st_mtime_ns for p in date_dir.rglob("*") if p.is_file()}
     again = run_score(_opts(artifact, [inputs], date_dir.parent), log=lambda m: None)
     assert again["status"] == "already_complete" and again["rows_scored"] == summary["rows_scored"]
@@ -175,16 +214,183 @@ def test_int8_refused_when_its_gate_failed(artifact, tmp_path):
         run_score(_opts(copy, [cs.train_data()], tmp_path / "out", precision="int8"), log=lambda m: None)
 
 
-@pytest.mark.parametrize("point", ["score", "read"])
-def test_a_worker_killed_mid_run_is_retried_exactly_once(artifact, ray_local, tmp_path, point):
+@pytest.mark.parametrize("point,kind", [("score", "local"), ("read", "local"), ("score", "s3")])
+def test_a_worker_killed_mid_run_is_retried_exactly_once(artifact, ray_local, tmp_path, s3_server, point, kind):
     """SIGKILL of a scoring actor (after it staged a fragment) or of a read task: Ray retries,
     and the output still holds every valid id exactly once."""
-    inputs = cs.write_bad_inputs(tmp_path / "in", rows=300, seed=21)
+    store = _store(kind, tmp_path, s3_server)
+    inputs = store.put(cs.write_bad_inputs(tmp_path / "in", rows=300, seed=21), "in")
     plan = FaultPlan(point, 1, "self", str(tmp_path / "fired"))
-    summary = run_score(_opts(artifact, [inputs], tmp_path / "out", fault=plan), log=lambda m: None)
+    summary = run_score(_opts(artifact, [inputs], store.uri("out"), fault=plan), log=lambda m: None)
     assert (tmp_path / "fired").exists()
     expected = cs.expected_outcome([str(inputs)], load_artifact(artifact).config.data)
-    scored, rejects = cs.read_output(tmp_path / "out" / f"date={cs.DATE}")
+    scored, rejects = store.read_output(store.date_dir(store.uri("out")))
     ids = scored.column("id").to_pylist()
     assert sorted(ids) == sorted(expected["valid"])
     assert summary["rows_read"] == expected["records"] == scored.num_rows + rejects.num_rows
+
+
+def test_a_run_that_saw_no_success_before_the_lock_leaves_the_finished_date_untouched(artifact, bad_run, monkeypatch):
+    """The race: run B checks for _SUCCESS (not there yet), run A finishes, B gets the lease.
+    B must find _SUCCESS under the lease and return already_complete, not clear the date."""
+    from serve_batch.layout import OutputLayout
+
+    store, inputs, out, date_dir, summary = bad_run
+    before = store.mtimes(date_dir)
+    real, calls = OutputLayout.succeeded, []
+
+    def first_check_misses(self):
+        calls.append(1)
+        return False if len(calls) == 1 else real(self)
+
+    monkeypatch.setattr(OutputLayout, "succeeded", first_check_misses)
+    again = run_score(_opts(artifact, [inputs], out), log=lambda m: None)
+    assert len(calls) >= 2 and again["status"] == "already_complete"
+    assert again["rows_scored"] == summary["rows_scored"]
+    assert {k: v for k, v in store.mtimes(date_dir).items() if not k.endswith("/_lease")} == {
+        k: v for k, v in before.items() if not k.endswith("/_lease")}
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_two_runs_of_one_date_started_together_exactly_one_scores(artifact, ray_local, tmp_path, s3_server, kind):
+    """Started at the same instant: one takes the date's lease and scores, the other is refused
+    naming it; the output is exact. A third run with --wait waits for it and finds it complete."""
+    import threading
+
+    from serve_batch.lease import LeaseHeld
+
+    store = _store(kind, tmp_path, s3_server)
+    inputs = store.put(cs.write_bad_inputs(tmp_path / "in", rows=300, seed=23), "in")
+    out = store.uri("out")
+    barrier, results = threading.Barrier(3), {}
+
+    def run(name, **kw):
+        barrier.wait()
+        try:
+            results[name] = run_score(_opts(artifact, [inputs], out, **kw), log=lambda m: None)
+        except Exception as exc:  # noqa: BLE001
+            results[name] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+    threads.append(threading.Thread(target=run, args=("waiter",), kwargs={"wait_s": 240}))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=280)
+    ab = [results["a"], results["b"]]
+    done = [r for r in ab if isinstance(r, dict)]
+    refused = [r for r in ab if isinstance(r, LeaseHeld)]
+    if results["waiter"] is not None and isinstance(results["waiter"], dict) and results["waiter"]["status"] == "complete":
+        done, refused = done + [results["waiter"]], refused  # the waiter won the lease: both others refused
+        assert len(refused) == 2 and len(done) == 1
+    else:
+        assert len(done) == 1 and len(refused) == 1, results
+        assert results["waiter"]["status"] == "already_complete"
+    assert done[0]["status"] == "complete" and done[0]["run_id"] in str(refused[0])
+    scored, rejects = store.read_output(store.date_dir(out))
+    expected = cs.expected_outcome([str(inputs)], load_artifact(artifact).config.data)
+    assert sorted(scored.column("id").to_pylist()) == sorted(expected["valid"])
+    assert scored.num_rows + rejects.num_rows == expected["records"]
+
+
+def _small_inputs(folder: Path, seed: int) -> Path:
+    import pyarrow.parquet as pq
+
+    from tagging.synth import generate_corpus, write_corpus
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_corpus(generate_corpus(240, seed=seed), str(folder / "a.parquet"))
+    pq.write_table(pq.read_table(folder / "a.parquet"), folder / "a.parquet", row_group_size=60)
+    write_corpus(generate_corpus(60, seed=seed + 1), str(folder / "b.csv"))
+    return folder
+
+
+def test_inputs_are_pinned(artifact, ray_local, tmp_path):
+    """A Parquet input rewritten mid-run (same rows, other texts) -> no _SUCCESS, an error naming it;
+    a file added after _SUCCESS -> status inputs_changed (the CLI exits 3), nothing touched."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    inputs = _small_inputs(tmp_path / "in", seed=50)
+    out = tmp_path / "out"
+    date_dir = out / f"date={cs.DATE}"
+
+    def rewrite_on_first_commit(msg):
+        if msg.startswith("committed") and not (tmp_path / "rewritten").exists():
+            t = pq.read_table(inputs / "a.parquet")
+            t = t.set_column(t.schema.get_field_index("text"), "text", pa.array(["rewritten " + x for x in t.column("text").to_pylist()]))
+            pq.write_table(t, tmp_path / "a.tmp", row_group_size=60)
+            os.replace(tmp_path / "a.tmp", inputs / "a.parquet")  # as an upstream job replaces a file
+            (tmp_path / "rewritten").touch()
+
+    with pytest.raises(ScoreError, match=r"inputs changed during the run.*a\.parquet changed"):
+        run_score(_opts(artifact, [inputs], out, actors=1, tasks_per_actor=1), log=rewrite_on_first_commit)
+    assert (tmp_path / "rewritten").exists() and not (date_dir / "_SUCCESS").exists()
+    done = run_score(_opts(artifact, [inputs], out, overwrite=True), log=lambda m: None)
+    assert done["status"] == "complete" and (date_dir / "_SUCCESS").is_file()
+    before = {p.name: p.stat().st_mtime_ns for p in date_dir.rglob("*") if p.is_file()}
+    assert run_score(_opts(artifact, [inputs], out), log=lambda m: None)["status"] == "already_complete"
+    cs.write_bad_inputs(tmp_path / "late", rows=30, seed=51)
+    (tmp_path / "late" / "c.csv").rename(inputs / "c.csv")
+    again = run_score(_opts(artifact, [inputs], out), log=lambda m: None)
+    assert again["status"] == "inputs_changed" and any("c.csv is new" in c for c in again["changes"])
+    res = cs.run_cli(["score", "--model", str(artifact), "--input", str(inputs), "--output", str(out), "--date", cs.DATE])
+    assert res.returncode == 3 and '"inputs_changed"' in res.stdout, res.stderr[-2000:]
+    assert {p.name: p.stat().st_mtime_ns for p in date_dir.rglob("*") if p.is_file()} == before
+
+
+def test_model_is_pinned(artifact, ray_local, tmp_path):
+    """--model is a symlink repointed mid-run: the run keeps the planned model (one model_version).
+    The planned artifact's manifest rewritten before the actors load it: they refuse, no _SUCCESS."""
+    import os
+
+    inputs = _small_inputs(tmp_path / "in", seed=60)
+    a, b = tmp_path / "model-a", tmp_path / "model-b"
+    shutil.copytree(artifact, a)
+    shutil.copytree(artifact, b)
+    update_manifest(load_artifact(b), {}, {"model_version": "test-other"})
+    prod = tmp_path / "production"
+    prod.symlink_to(a)
+
+    def repoint(msg):
+        if " actors x " in msg:
+            prod.unlink()
+            prod.symlink_to(b)
+
+    summary = run_score(_opts(prod, [inputs], tmp_path / "out1"), log=repoint)
+    assert os.readlink(prod) == str(b)
+    assert summary["model"]["path"] == str(a) and summary["model"]["version"] == "test-1"
+    scored, _ = cs.read_output(tmp_path / "out1" / f"date={cs.DATE}")
+    assert set(scored.column("model_version").to_pylist()) == {"test-1"}
+
+    def rewrite_manifest(msg):
+        if " actors x " in msg:
+            update_manifest(load_artifact(a), {}, {"model_version": "test-rewritten"})
+
+    with pytest.raises(ScoreError, match="model changed since the run was planned"):
+        run_score(_opts(a, [inputs], tmp_path / "out2"), log=rewrite_manifest)
+    assert not (tmp_path / "out2" / f"date={cs.DATE}" / "_SUCCESS").exists()
+
+
+def test_a_reader_during_a_run_sees_no_row_of_the_date(artifact, ray_local, tmp_path):
+    import tagging
+    from tagging.scores import ScoresNotReady
+
+    inputs = _small_inputs(tmp_path / "in", seed=70)
+    out = str(tmp_path / "out")
+    seen = []
+
+    def read_while_committing(msg):
+        if msg.startswith("committed"):
+            assert list((tmp_path / "out" / f"date={cs.DATE}").glob("part-*.parquet"))  # parts are there...
+            assert tagging.read_scores(out).num_rows == 0  # ...but no finished date shows them
+            with pytest.raises(ScoresNotReady, match="not complete"):
+                tagging.read_scores(out, cs.DATE)
+            seen.append(msg)
+
+    summary = run_score(_opts(artifact, [inputs], out), log=read_while_committing)
+    assert seen
+    table = tagging.read_scores(out)
+    assert table.num_rows == summary["rows_scored"] and set(table.column("date").to_pylist()) == {cs.DATE}

@@ -67,39 +67,24 @@ def test_layout_commit_resume_and_discard(tmp_path):
 
 
 def test_layout_on_a_non_local_filesystem():
-    """Object-store-like filesystems: no lock, move instead of rename; the same commit protocol."""
+    """Object-store-like filesystems: move instead of rename; the same commit protocol (the lease is serve_batch.lease's)."""
     import fsspec
     import pyarrow.fs as pafs
 
     fs = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem("memory")))
     lay = OutputLayout("/bucket/scores", "2026-01-02", filesystem=fs)
     assert not lay.local
-    with lay.lock():
-        for sub in (COMMITS, REJECTS, lay.staging("a1")):
-            lay.mkdirs(lay.path(sub) if not sub.startswith("/") else sub)
-        staged = f"{lay.staging('a1')}/scored-{part_name('00000-00000', 0)}"
-        pq.write_table(pa.table({"id": ["x"]}), staged, filesystem=fs)
-        lay.commit_unit("00000-00000", [(staged, lay.path(part_name("00000-00000", 0)))], {"unit": "00000-00000"})
-        lay.write_json(lay.path("_run.json"), {"a": 1})
-        assert set(lay.committed()) == {"00000-00000"} and lay.read_json(lay.path("_run.json")) == {"a": 1}
-        assert lay.discard_uncommitted(["00000-00000"]) == 0 and not lay.exists(lay.path("_staging"))
-        assert pq.read_table(lay.path(part_name("00000-00000", 0)), filesystem=fs).num_rows == 1
-        lay.clear()
-        assert lay.list() == []
-
-
-def test_layout_lock_is_exclusive_and_clear_keeps_it(tmp_path):
-    lay = OutputLayout(str(tmp_path), "2026-01-02")
-    with lay.lock():
-        with pytest.raises(ScoreError, match="holds its lock"):
-            with OutputLayout(str(tmp_path), "2026-01-02").lock():
-                pass
-        lay.write_json(lay.path("_run.json"), {"a": 1})
-        lay.write_json(lay.path("summary.json"), {"a": 1})
-        lay.clear()
-        assert sorted(os.listdir(lay.dir)) == ["_lock"]
-    with lay.lock():  # released
-        pass
+    for sub in (COMMITS, REJECTS, lay.staging("a1")):
+        lay.mkdirs(lay.path(sub) if not sub.startswith("/") else sub)
+    staged = f"{lay.staging('a1')}/scored-{part_name('00000-00000', 0)}"
+    pq.write_table(pa.table({"id": ["x"]}), staged, filesystem=fs)
+    lay.commit_unit("00000-00000", [(staged, lay.path(part_name("00000-00000", 0)))], {"unit": "00000-00000"})
+    lay.write_json(lay.path("_run.json"), {"a": 1})
+    assert set(lay.committed()) == {"00000-00000"} and lay.read_json(lay.path("_run.json")) == {"a": 1}
+    assert lay.discard_uncommitted(["00000-00000"]) == 0 and not lay.exists(lay.path("_staging"))
+    assert pq.read_table(lay.path(part_name("00000-00000", 0)), filesystem=fs).num_rows == 1
+    lay.clear()
+    assert lay.list() == []
 
 
 def test_same_run_compares_model_inputs_and_output_options():

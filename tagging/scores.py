@@ -1,0 +1,79 @@
+"""Reading scored dates safely: only what a date's ``_SUCCESS`` manifest lists (Ray-free).
+
+``OUTPUT/date=D/_SUCCESS`` (written last by `tagging score`) names every committed part file
+of the date with its rows and sha256. A date without it is unfinished (or being redone) and
+contributes nothing; part files not in the manifest (a unit committed by a run still going,
+a duplicate not yet moved out) are never read. Plain ``pyarrow.dataset.dataset(OUTPUT)`` does
+not know this and can see half a night.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from tagging.readers import resolve_filesystem
+
+SUCCESS = "_SUCCESS"
+
+
+class ScoresNotReady(LookupError, ValueError):
+    """The date has no _SUCCESS (not scored yet, or a run is scoring it now)."""
+
+
+def success_manifest(output: str, date: str) -> dict:
+    """The parsed _SUCCESS of OUTPUT/date=D; ScoresNotReady if there is none."""
+    fs, base = resolve_filesystem(output)
+    path = f"{base.rstrip('/')}/date={date}/{SUCCESS}"
+    try:
+        with fs.open_input_stream(path) as f:
+            raw = f.read()
+    except (FileNotFoundError, OSError):
+        if fs.get_file_info(path).type == pafs.FileType.NotFound:
+            raise ScoresNotReady(f"{output}: date {date} is not complete (no {SUCCESS})") from None
+        raise
+    if not raw.strip():
+        raise ValueError(f"{path}: an empty _SUCCESS (written by an older tagging): no manifest to read")
+    return json.loads(raw)
+
+
+def committed_files(output: str, date: str, rejects: bool = False) -> list[str]:
+    """Full paths (on the output's filesystem) of exactly the files _SUCCESS lists."""
+    _, base = resolve_filesystem(output)
+    manifest = success_manifest(output, date)
+    root = f"{base.rstrip('/')}/date={date}"
+    return [posixpath.join(root, e["path"]) for e in manifest["rejects" if rejects else "files"]]
+
+
+def finished_dates(output: str) -> list[str]:
+    """Dates under OUTPUT that have a _SUCCESS, sorted."""
+    fs, base = resolve_filesystem(output)
+    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    dates = [i.base_name[len("date="):] for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("date=")]
+    return sorted(d for d in dates if fs.get_file_info(f"{base.rstrip('/')}/date={d}/{SUCCESS}").type == pafs.FileType.File)
+
+
+def read_scores(output: str, date: str | None = None, rejects: bool = False, columns: list[str] | None = None,
+                verify: bool = False) -> pa.Table:
+    """Scored rows (or ``rejects``) of one finished date, or of every finished date when ``date`` is
+    None (with a ``date`` column added), reading only the files each _SUCCESS lists.
+
+    A given ``date`` that is not finished raises ScoresNotReady. ``verify`` also checks each
+    file's row count against the manifest (sha256 is in the manifest for external checks)."""
+    fs, base = resolve_filesystem(output)
+    tables = []
+    for d in [date] if date is not None else finished_dates(output):
+        manifest = success_manifest(output, d)
+        root = f"{base.rstrip('/')}/date={d}"
+        for entry in manifest["rejects" if rejects else "files"]:
+            t = pq.read_table(posixpath.join(root, entry["path"]), filesystem=fs, columns=columns)
+            if verify and t.num_rows != entry["rows"]:
+                raise ValueError(f"{root}/{entry['path']}: {t.num_rows} rows, _SUCCESS says {entry['rows']}")
+            if date is None:
+                t = t.append_column("date", pa.array([d] * t.num_rows, pa.string()))
+            tables.append(t)
+    return pa.concat_tables(tables) if tables else pa.table({})
