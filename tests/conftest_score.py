@@ -127,10 +127,7 @@ class Store:
         import pyarrow.fs as pafs
 
         dest = self.uri(name)
-        if local.is_dir():
-            pafs.copy_files(str(local), self.path(dest), source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
-        else:
-            pafs.copy_files(str(local), self.path(dest), source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+        pafs.copy_files(str(local), self.path(dest), source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
         return dest
 
     def date_dir(self, out: str, date: str = DATE) -> str:

@@ -3,6 +3,7 @@ account of every input line, rerun / --overwrite, input errors, int8 + top-k, ac
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -305,40 +306,54 @@ def _small_inputs(folder: Path, seed: int) -> Path:
     return folder
 
 
-def test_inputs_are_pinned(artifact, ray_local, tmp_path):
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_inputs_are_pinned(artifact, ray_local, tmp_path, s3_server, kind):
     """A Parquet input rewritten mid-run (same rows, other texts) -> no _SUCCESS, an error naming it;
-    a file added after _SUCCESS -> status inputs_changed (the CLI exits 3), nothing touched."""
-    import os
-
+    a file added after _SUCCESS -> status inputs_changed (the CLI exits 3), nothing touched.
+    On S3 the rewrite is a new object (new ETag) under the same key."""
     import pyarrow as pa
+    import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    inputs = _small_inputs(tmp_path / "in", seed=50)
-    out = tmp_path / "out"
-    date_dir = out / f"date={cs.DATE}"
+    store = _store(kind, tmp_path, s3_server)
+    local_in = _small_inputs(tmp_path / "in", seed=50)
+    inputs = store.put(local_in, "in")
+    out = store.uri("out")
+    date_dir = store.date_dir(out)
+    target = f"{store.path(inputs)}/a.parquet"
 
     def rewrite_on_first_commit(msg):
         if msg.startswith("committed") and not (tmp_path / "rewritten").exists():
-            t = pq.read_table(inputs / "a.parquet")
+            t = pq.read_table(local_in / "a.parquet")
             t = t.set_column(t.schema.get_field_index("text"), "text", pa.array(["rewritten " + x for x in t.column("text").to_pylist()]))
             pq.write_table(t, tmp_path / "a.tmp", row_group_size=60)
-            os.replace(tmp_path / "a.tmp", inputs / "a.parquet")  # as an upstream job replaces a file
+            if store.s3:
+                pafs.copy_files(str(tmp_path / "a.tmp"), target, destination_filesystem=store.fs)
+            else:
+                os.replace(tmp_path / "a.tmp", target)  # as an upstream job replaces a file
             (tmp_path / "rewritten").touch()
 
     with pytest.raises(ScoreError, match=r"inputs changed during the run.*a\.parquet changed"):
         run_score(_opts(artifact, [inputs], out, actors=1, tasks_per_actor=1), log=rewrite_on_first_commit)
-    assert (tmp_path / "rewritten").exists() and not (date_dir / "_SUCCESS").exists()
+    assert (tmp_path / "rewritten").exists() and not store.exists(f"{date_dir}/_SUCCESS")
     done = run_score(_opts(artifact, [inputs], out, overwrite=True), log=lambda m: None)
-    assert done["status"] == "complete" and (date_dir / "_SUCCESS").is_file()
-    before = {p.name: p.stat().st_mtime_ns for p in date_dir.rglob("*") if p.is_file()}
+    assert done["status"] == "complete" and store.exists(f"{date_dir}/_SUCCESS")
+
+    def untouched():
+        return {k: v for k, v in store.mtimes(date_dir).items() if not k.endswith("/_lease")}
+
+    before = untouched()
     assert run_score(_opts(artifact, [inputs], out), log=lambda m: None)["status"] == "already_complete"
     cs.write_bad_inputs(tmp_path / "late", rows=30, seed=51)
-    (tmp_path / "late" / "c.csv").rename(inputs / "c.csv")
+    if store.s3:
+        store.put(tmp_path / "late" / "c.csv", "in/c.csv")
+    else:
+        (tmp_path / "late" / "c.csv").rename(local_in / "c.csv")
     again = run_score(_opts(artifact, [inputs], out), log=lambda m: None)
     assert again["status"] == "inputs_changed" and any("c.csv is new" in c for c in again["changes"])
     res = cs.run_cli(["score", "--model", str(artifact), "--input", str(inputs), "--output", str(out), "--date", cs.DATE])
     assert res.returncode == 3 and '"inputs_changed"' in res.stdout, res.stderr[-2000:]
-    assert {p.name: p.stat().st_mtime_ns for p in date_dir.rglob("*") if p.is_file()} == before
+    assert untouched() == before
 
 
 def test_model_is_pinned(artifact, ray_local, tmp_path):
