@@ -401,6 +401,9 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
                 except Exception as exc:
                     if isinstance(exc, (ScoreError, KeyboardInterrupt)):
                         raise
+                    # An input replaced while an actor read it (a footer and row group of two
+                    # versions) fails the read: say that, rather than the reader's error.
+                    _check_inputs(opts, record, "inputs changed during the run (an actor's read failed)")
                     raise _ray_failure(exc) from exc
                 committed.update(committer.committed)
                 commit_times += [(t, rows_this_run + r) for t, r in committer.commit_times]
@@ -439,11 +442,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
             "options": {k: v for k, v in asdict(opts).items() if k not in ("fault", "model", "inputs", "output", "date")},
         })
         # Pinned inputs: every planned file as it was, and no new one, or no _SUCCESS.
-        changed = pins.changes(opts.inputs, (layout.read_json(layout.path(RUN)) or record).get("inputs") or record["inputs"])
-        if changed:
-            raise ScoreError(f"inputs changed during the run, not writing _SUCCESS: {changed[0]}"
-                             + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
-                             + "; rerun with --overwrite to score the new inputs")
+        _check_inputs(opts, record, "inputs changed during the run")
         success = success_manifest(layout, run_id, summary, files, committed)
         lease.check()
         layout.write_json(layout.path(SUMMARY), summary)
@@ -453,6 +452,15 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         log(f"done: {summary['rows_scored']} scored + {summary['rows_rejected']} rejected = {summary['rows_read']} read "
             f"-> {layout.dir}")
         return summary
+
+
+def _check_inputs(opts: ScoreOptions, record: dict, what: str) -> None:
+    """Raise (no _SUCCESS) if an input planned in ``record`` changed or a new one appeared."""
+    changed = pins.changes(opts.inputs, record["inputs"])
+    if changed:
+        raise ScoreError(f"{what}, not writing _SUCCESS: {changed[0]}"
+                         + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
+                         + "; rerun with --overwrite to score the inputs as they are now")
 
 
 def _finished(layout: OutputLayout, opts: ScoreOptions, log: Callable[[str], None]) -> dict:
