@@ -23,8 +23,8 @@ from tagging.config import load_config
 from tagging.local import prepare_local
 from tagging.metrics import evaluate, weighted_f1
 from tagging.thresholds import apply_thresholds, fit_thresholds, fit_global_threshold, select_policy
-from tagging.train_loop import encode_batch, make_loss
-from tagging.batching import bucket_order
+from tagging.batching import bucket_order, encode_batch
+from tagging.training import make_loss
 from tagging.vocab import CharVocab, PAD_ID
 
 D = ""  # --data-dir: the folder with projects.json, labels.txt, tags.json (set in main)

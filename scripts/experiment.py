@@ -18,7 +18,8 @@ from tagging.config import load_config
 from tagging.local import prepare_local
 from tagging.metrics import evaluate
 from tagging.thresholds import apply_thresholds, fit_thresholds
-from tagging.train_loop import fit_local, predict_texts
+from tagging.batching import predict_texts
+from tagging.training import fit_in_process
 from tagging.vocab import CharVocab
 
 
@@ -57,8 +58,8 @@ def main():
     for k in range(a.seeds):
         t0 = time.time()
         run_cfg = replace(cfg, seed=cfg.seed + k)
-        model, hist, st = fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, run_cfg,
-                                    aliases=alias_table_for(cfg, p.labels))
+        model, hist, st = fit_in_process(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, run_cfg,
+                                         alias_table_for(cfg, p.labels))
         pvs.append(predict_texts(model, va["text"].tolist(), vocab, cfg.model.max_length))
         pes.append(predict_texts(model, te["text"].tolist(), vocab, cfg.model.max_length))
         print(json.dumps({"sets": a.sets, "seed": run_cfg.seed, "rows": [len(tr), len(va), len(te)], "best_epoch": st.best_epoch,

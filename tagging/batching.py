@@ -1,8 +1,27 @@
-"""Length-bucketed batching: group texts of similar length so padding work stays small."""
+"""Texts -> padded id batches: length bucketing, padding to few shapes, batched prediction."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
 import numpy as np
+import torch
+from torch import nn
+
+from tagging.vocab import CharVocab
+
+# Batches are padded up to a multiple of this many characters. PyTorch's CPU convolutions
+# (oneDNN) build a kernel per input shape; with a new length in every batch that set-up cost
+# dominated a step (1 thread, batch 16: 80 -> 150 samples/s with the padding). The max-pool
+# ignores padding, so scores do not change.
+SHAPE_MULTIPLE = 32
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # int64 [batch, length], 0 = PAD
+    y: torch.Tensor | None  # float32 [batch, labels]
 
 
 def bucket_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
@@ -18,3 +37,32 @@ def bucket_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator 
         rng.shuffle(batches)
     return batches
 
+
+def encode_batch(texts: Sequence[str], vocab: CharVocab, max_length: int, multiple: int = SHAPE_MULTIPLE) -> torch.Tensor:
+    """int64 [len(texts), width] ids, width the longest text (at most ``max_length``) rounded up to ``multiple``."""
+    ids, _ = vocab.encode(texts, max_length)
+    width = ids.shape[1]
+    padded = min(max_length, -(-width // multiple) * multiple)
+    if padded > width:
+        ids = np.pad(ids, ((0, 0), (0, padded - width)))
+    return torch.from_numpy(ids)
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, batches: Iterable[Batch], device: torch.device | str = "cpu") -> np.ndarray:
+    """Sigmoid probabilities float32 [rows, labels] in batch order."""
+    model.eval()
+    out = [torch.sigmoid(model(b.ids.to(device)).float()).cpu().numpy() for b in batches]
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def predict_texts(model: nn.Module, texts: Sequence[str], vocab: CharVocab, max_length: int, batch_size: int = 256,
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """Probabilities float32 [len(texts), labels] for texts in their given order (length-bucketed internally)."""
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    batches = bucket_order(lengths, batch_size, None)
+    order = np.concatenate(batches) if len(texts) else np.zeros(0, dtype=np.int64)
+    probs = predict_probs(model, (Batch(encode_batch([texts[i] for i in idx], vocab, max_length), None) for idx in batches), device)
+    out = np.empty_like(probs)
+    out[order] = probs
+    return out

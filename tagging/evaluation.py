@@ -28,7 +28,7 @@ class Predictor:
     def probs(self, texts: Sequence[str], normalized: bool = False) -> np.ndarray:
         """float32 [rows, labels]; raw texts are normalized first, unless ``normalized=True``
         (texts that went through the readers, e.g. ``Artifact.labeled_rows``)."""
-        from tagging.train_loop import predict_texts  # the training code's batched torch prediction
+        from tagging.batching import predict_texts  # the training code's batched torch prediction
 
         clean = list(texts) if normalized else self.art.normalize(texts)
         return predict_texts(self.model, clean, self.art.vocab, self.art.max_length)

@@ -1,7 +1,8 @@
-"""Train an artifact in-process, without Ray (tests, quick experiments, benchmarks).
+"""The in-process training job, without Ray (tests, quick experiments): files -> artifact.
 
-Same data path (tolerant readers, prepare), same model, thresholds and artifact as
-`tagging train`; only the training loop runs in one process instead of Ray Train workers.
+Same data path (tolerant readers, prepare), the same epochs (tagging.training), thresholds and
+artifact as `tagging train` (tagging.dist.training); the members train in this process instead
+of in Ray Train workers.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import pandas as pd
 
 from tagging.artifact import Artifact, save_artifact
 from tagging.augment import alias_table_for
+from tagging.batching import predict_texts
 from tagging.config import TrainConfig
 from tagging.dataset import Prepared, prepare
 from tagging.metrics import evaluate
 from tagging.model import assemble, count_parameters
 from tagging.readers import Reject, check_columns, plan_units, read_unit
 from tagging.thresholds import apply_thresholds, fit_thresholds
-from tagging.train_loop import fit_local, merged_history, predict_texts
+from tagging.training import fit_in_process, merged_history
 from tagging.vocab import CharVocab
 
 
@@ -47,14 +49,15 @@ def prepare_local(data: Sequence[str], cfg: TrainConfig) -> Prepared:
     return prepare(rows, rejects, cfg.data, cfg.seed, *load_label_inputs(cfg.data))
 
 
-def train_local(data: Sequence[str], out: str, cfg: TrainConfig, model_version: str = "local", log=None) -> Artifact:
+def train_local(data: Sequence[str], out: str, cfg: TrainConfig, model_version: str = "local") -> Artifact:
     """Train in-process and write a full artifact (ONNX included) to ``out``."""
     p = prepare_local(data, cfg)
     tr, va, te = p.split("train"), p.split("val"), p.split("test")
     vocab = CharVocab.fit(tr["text"])
     yt, yv, ye = (np.stack(d["y"].to_numpy()) for d in (tr, va, te))
-    fits = [fit_local(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, replace(cfg, seed=cfg.seed + k), log=log,
-                      aliases=alias_table_for(cfg, p.labels)) for k in range(cfg.model.ensemble)]
+    aliases = alias_table_for(cfg, p.labels)
+    fits = [fit_in_process(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, replace(cfg, seed=cfg.seed + k), aliases)
+            for k in range(cfg.model.ensemble)]
     model = assemble(vocab.size, yt.shape[1], cfg.model, [m.state_dict() for m, _, _ in fits])
     history = merged_history([{"history": h} for _, h, _ in fits])
     stopper = fits[0][2]

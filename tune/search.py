@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +41,12 @@ def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str)
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from tagging.dist.train import build_trainer
     from tagging.dist.training import training_inputs
+    from tagging.dist.worker import build_trainer
 
-    cfg = from_dict(merge(base, params))
-    _, loop_cfg, datasets, _ = training_inputs(cfg, prepared)
-    trial_id = tune.get_context().get_trial_id()
-    name = f"{experiment}-{trial_id}"
-    trainer = build_trainer(cfg, {**loop_cfg, "run_dir": os.path.join(storage, name)}, datasets, name, storage,
-                            callbacks=[TuneReportCallback()])
+    _, inputs, datasets, _ = training_inputs(from_dict(merge(base, params)), prepared)
+    name = f"{experiment}-{tune.get_context().get_trial_id()}"
+    trainer = build_trainer(replace(inputs, run_dir=os.path.join(storage, name)), datasets, name, storage, callbacks=[TuneReportCallback()])
     trainer.fit()
 
 
@@ -75,7 +73,7 @@ def _trial_weights(run_dir: Path) -> dict | None:
     """A trial's best weights (its latest checkpoint's early-stopping copy), None if unreadable."""
     import ray.train
 
-    from tagging.dist.train import load_checkpoint_state
+    from tagging.dist.worker import load_checkpoint_state
 
     try:
         state = load_checkpoint_state(ray.train.Checkpoint.from_directory(str(latest_checkpoint(run_dir))))
@@ -148,10 +146,10 @@ def run_tune(
     from ray.tune.schedulers import ASHAScheduler
 
     from tagging.dist.runtime import init_ray
-    from tagging.dist.train import load_checkpoint_state
+    from tagging.batching import predict_texts
     from tagging.dist.training import check_inputs, finalize_artifact, prepare_with_ray, train_member, training_inputs
+    from tagging.dist.worker import load_checkpoint_state
     from tagging.model import CharCNN, assemble, count_parameters
-    from tagging.train_loop import predict_texts
     from tagging.vocab import CharVocab
 
     base = absolute_paths(base)  # trials run in their own directories
@@ -258,8 +256,8 @@ def run_tune(
     run_name = f"{experiment}-best"
     states = [state]
     if final_cfg.model.ensemble > 1:
-        _, loop_cfg, datasets, _ = training_inputs(final_cfg, prepared)
-        states += [train_member(final_cfg, loop_cfg, datasets, run_name, k, storage) for k in range(1, final_cfg.model.ensemble)]
+        _, inputs, datasets, _ = training_inputs(final_cfg, prepared)
+        states += [train_member(inputs, datasets, run_name, k, storage) for k in range(1, final_cfg.model.ensemble)]
     model = assemble(vocab.size, len(prepared.labels), final_cfg.model, [s["early_stopping"]["best_state"] for s in states])
 
     # Stage 2: threshold policy over the tuned model's validation scores.

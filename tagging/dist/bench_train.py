@@ -1,7 +1,8 @@
 """Training throughput: N-worker Ray Train (DDP) vs a plain single-process PyTorch loop.
 
-Same model config, same training rows, same global batch size, same cores (the plain loop
-gets as many torch threads as the workers have in total), measured in one run. Each side
+Same model config, same training rows, same global batch size, same epoch function
+(tagging.training), same cores (the plain loop gets as many torch threads as the workers have
+in total), measured in one run. Each side
 runs one warm-up epoch, then timed epochs; samples/s counts training steps only. The plain
 loop's timed epochs are split before and after the Ray run (so a drift in the machine's speed
 hits both sides), and each side reports the median of its epochs (a VM's CPU steal makes
@@ -23,15 +24,12 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
                 log=print) -> dict:
     import torch
 
-    from tagging.config import load_config
+    from tagging.config import load_config, to_dict
     from tagging.dist.runtime import init_ray
-    from tagging.dist.train import build_trainer, load_checkpoint_state
     from tagging.dist.training import _with_tensor
+    from tagging.dist.worker import build_trainer, load_checkpoint_state
     from tagging.local import prepare_local
-    from tagging.model import CharCNN
-    from tagging.config import to_dict
-    from tagging.augment import with_concat
-    from tagging.train_loop import iter_batches, make_loss, train_epoch
+    from tagging.training import ModelTraining, worker_inputs
     from tagging.vocab import CharVocab
 
     overrides = {"data.labels_file": str(labels_file) if labels_file else None, "workers": workers,
@@ -42,39 +40,26 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
     p = prepare_local(data, cfg)
     train_df, val_df = p.split("train"), p.split("val")
     vocab = CharVocab.fit(train_df["text"])
-    y = np.stack(train_df["y"].to_numpy())
-    texts = train_df["text"].tolist()
+    y, y_val = np.stack(train_df["y"].to_numpy()), np.stack(val_df["y"].to_numpy())
+    rows = (train_df["text"].tolist(), y, val_df["text"].tolist(), y_val)
+    inputs = worker_inputs(cfg, vocab, y)
 
-    # Plain single-process loop: all the workers' threads in one process.
-    torch.set_num_threads(threads * workers)
-    torch.manual_seed(cfg.seed)
-    model = CharCNN(vocab.size, y.shape[1], cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    loss_fn = make_loss(y.sum(0), len(y), cfg.imbalance)
-    rng = np.random.default_rng(cfg.seed)
-    plain: list[float] = []
+    # Plain single-process loop: the same epochs as a worker's, all the workers' threads in one process.
+    plain_run, plain = ModelTraining(inputs), []
 
     def plain_epochs(n: int) -> None:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            t, yy = with_concat(texts, y, cfg.concat_rate, rng)  # the same augmentation as the workers
-            _, seen = train_epoch(model, iter_batches(t, yy, vocab, cfg.batch_size, cfg.model.max_length, rng), loss_fn, opt)
-            plain.append(seen / (time.perf_counter() - t0))
+        torch.set_num_threads(threads * workers)
+        plain.extend(plain_run.run_epoch(*rows)["samples_per_s"] for _ in range(n))
 
     plain_epochs(1)
     plain.clear()  # warm-up
     plain_epochs((epochs + 1) // 2)
     init_ray()
-    loop_cfg = {"config": to_dict(cfg), "vocab": list(vocab.chars), "num_labels": y.shape[1],
-                "label_counts": y.sum(0).tolist(), "n_train": len(y)}
     with tempfile.TemporaryDirectory() as storage:
-        trainer = build_trainer(cfg, loop_cfg, {"train": _with_tensor(train_df, y), "val": _with_tensor(val_df, np.stack(val_df["y"].to_numpy()))},
-                                f"bench-{int(time.time())}", storage)
-        result = trainer.fit()
-        history = load_checkpoint_state(result.checkpoint)["history"]
+        trainer = build_trainer(inputs, {"train": _with_tensor(train_df, y), "val": _with_tensor(val_df, y_val)}, f"bench-{int(time.time())}", storage)
+        history = load_checkpoint_state(trainer.fit().checkpoint)["history"]
     ray_sps = float(np.median([h["samples_per_s"] for h in history[1:]]))
     log(f"[bench-train] Ray Train, {workers} workers x {threads} threads (DDP gloo): {ray_sps:.0f} samples/s")
-    torch.set_num_threads(threads * workers)
     plain_epochs(epochs // 2)
     plain_sps = float(np.median(plain))
     log(f"[bench-train] plain PyTorch, 1 process x {threads * workers} threads: {plain_sps:.0f} samples/s "

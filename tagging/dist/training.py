@@ -14,13 +14,14 @@ import pandas as pd
 
 from tagging.artifact import Artifact, save_artifact, update_manifest
 from tagging.augment import alias_table_for
-from tagging.config import TrainConfig, absolute_paths, to_dict
+from tagging.batching import predict_texts
+from tagging.config import TrainConfig, absolute_paths
 from tagging.dataset import Prepared, prepare, summary_line
 from tagging.metrics import evaluate, weighted_f1
 from tagging.model import assemble, count_parameters
 from tagging.readers import check_columns, load_label_inputs, plan_units
 from tagging.thresholds import apply_thresholds, fit_thresholds, select_policy
-from tagging.train_loop import merged_history, predict_texts
+from tagging.training import WorkerInputs, merged_history, worker_inputs
 from tagging.vocab import CharVocab
 
 
@@ -61,19 +62,15 @@ def _with_tensor(table: pd.DataFrame, y: np.ndarray):
     return ray.data.from_blocks([arrow])
 
 
-def training_inputs(cfg: TrainConfig, prepared: Prepared) -> tuple[CharVocab, dict, dict, dict]:
-    """Vocabulary (train split only), the worker loop config, Ray datasets and truncation counts."""
+def training_inputs(cfg: TrainConfig, prepared: Prepared) -> tuple[CharVocab, WorkerInputs, dict, dict]:
+    """Vocabulary (train split only), the workers' inputs, Ray datasets (train, val) and truncation counts."""
     train_df, val_df, test_df = prepared.split("train"), prepared.split("val"), prepared.split("test")
     vocab = CharVocab.fit(train_df["text"])
     y_train = np.stack(train_df["y"].to_numpy())
     truncated = {name: int((df["length"] > cfg.model.max_length).sum()) for name, df in (("train", train_df), ("val", val_df), ("test", test_df))}
-    loop_cfg = {
-        "config": to_dict(cfg), "vocab": list(vocab.chars), "num_labels": len(prepared.labels),
-        "label_counts": y_train.sum(0).tolist(), "n_train": len(train_df),
-        "aliases": [[list(f), list(h)] for f, h in alias_table_for(cfg, prepared.labels)],
-    }
+    inputs = worker_inputs(cfg, vocab, y_train, alias_table_for(cfg, prepared.labels))
     datasets = {"train": _with_tensor(train_df, y_train), "val": _with_tensor(val_df, np.stack(val_df["y"].to_numpy()))}
-    return vocab, loop_cfg, datasets, truncated
+    return vocab, inputs, datasets, truncated
 
 
 def run_training(
@@ -105,9 +102,9 @@ def run_training(
         discard_runs(storage, [member_run_name(run_name, k) for k in range(cfg.model.ensemble)], log)
     init_ray(address)
     prepared = prepare_with_ray(cfg, data, log, units)
-    vocab, loop_cfg, datasets, truncated = training_inputs(cfg, prepared)
+    vocab, inputs, datasets, truncated = training_inputs(cfg, prepared)
     log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
-    states = [train_member(cfg, loop_cfg, datasets, run_name, k, storage, log) for k in range(cfg.model.ensemble)]
+    states = [train_member(inputs, datasets, run_name, k, storage, log) for k in range(cfg.model.ensemble)]
     art = finalize_artifact(cfg, prepared, vocab, states, out, run_name, list(data), truncated,
                             {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
     rejects_path = art.path / "rejects.parquet"
@@ -134,17 +131,16 @@ def member_run_name(run_name: str, k: int) -> str:
     return run_name if k == 0 else f"{run_name}-m{k}"
 
 
-def train_member(cfg: TrainConfig, loop_cfg: dict, datasets: dict, run_name: str, k: int, storage: str,
+def train_member(inputs: WorkerInputs, datasets: dict, run_name: str, k: int, storage: str,
                  log: Callable[[str], None] = print) -> dict:
-    """One Ray Train run: ensemble member ``k`` of ``cfg`` (seed ``cfg.seed + k``), resumed if its
+    """One Ray Train run: ensemble member ``k`` of ``inputs.config`` (seed + k), resumed if its
     run already has checkpoints; returns its final checkpoint state."""
-    from tagging.dist.train import build_trainer, load_checkpoint_state
+    from tagging.dist.worker import build_trainer, load_checkpoint_state
 
-    name = member_run_name(run_name, k)
-    member_loop = {**loop_cfg, "config": {**loop_cfg["config"], "seed": cfg.seed + k}, "run_dir": os.path.join(storage, name)}
+    cfg, name = inputs.config, member_run_name(run_name, k)
     member = f" (ensemble member {k + 1} of {cfg.model.ensemble}, seed {cfg.seed + k})" if cfg.model.ensemble > 1 else ""
     log(f"[tagging] run {name}{member}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{name}")
-    result = build_trainer(cfg, member_loop, datasets, name, storage).fit()
+    result = build_trainer(inputs.member(k, os.path.join(storage, name)), datasets, name, storage).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"run {name} finished without a checkpoint")
     return load_checkpoint_state(result.checkpoint)

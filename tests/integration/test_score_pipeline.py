@@ -127,7 +127,7 @@ def test_every_line_is_scored_or_rejected_with_its_reason(artifact, bad_run):
 
 def test_scores_equal_predict(artifact, bad_run):
     from tagging.evaluation import predict_texts_from_artifact
-    from tagging.train_loop import predict_texts
+    from tagging.batching import predict_texts
 
     store, inputs, _, date_dir, _ = bad_run
     art = load_artifact(artifact)

@@ -24,7 +24,7 @@ from tagging.readers import (BAD_TAGS, DUPLICATE_ID, EMPTY_TEXT, INVALID_UTF8, M
 from tagging.split import split_ids
 from tagging.text import normalize, stopwords
 from tagging.thresholds import apply_thresholds, fit_thresholds
-from tagging.train_loop import EarlyStopping, iter_batches, make_loss, train_epoch
+from tagging.training import EarlyStopping, make_loss, train_epoch, training_batches
 from tagging.vocab import PAD_ID, UNK_ID, CharVocab
 
 
@@ -299,7 +299,7 @@ def test_padding_does_not_change_scores():
 
 
 def test_batches_are_padded_to_few_shapes_without_changing_scores():
-    from tagging.train_loop import SHAPE_MULTIPLE, encode_batch, predict_texts
+    from tagging.batching import SHAPE_MULTIPLE, encode_batch, predict_texts
 
     vocab = CharVocab(tuple("abcdefghijklmnopqrstuvwxyz "))
     assert encode_batch(["abc", "a" * 33], vocab, 512).shape == (2, 2 * SHAPE_MULTIPLE)
@@ -379,9 +379,9 @@ def test_train_epoch_learns_a_tiny_problem():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     loss_fn = make_loss(y.sum(0), len(y), "pos_weight")
     rng = np.random.default_rng(0)
-    first, _ = train_epoch(model, iter_batches(texts, y, vocab, 8, 64, rng), loss_fn, opt)
+    first, _ = train_epoch(model, training_batches(texts, y, vocab, 8, 4, 64, rng, rng), loss_fn, opt)
     for _ in range(15):
-        last, seen = train_epoch(model, iter_batches(texts, y, vocab, 8, 64, rng), loss_fn, opt)
+        last, seen = train_epoch(model, training_batches(texts, y, vocab, 8, 4, 64, rng, rng), loss_fn, opt)
     assert seen == 64 and last < first * 0.5
 
 
@@ -389,7 +389,7 @@ def test_train_epoch_learns_a_tiny_problem():
 
 def test_core_imports_without_ray():
     code = ("import sys, tagging, tagging.text, tagging.labels, tagging.vocab, tagging.config, tagging.readers, "
-            "tagging.model, tagging.metrics, tagging.thresholds, tagging.split, tagging.train_loop, tagging.artifact, "
+            "tagging.model, tagging.metrics, tagging.thresholds, tagging.split, tagging.training, tagging.artifact, "
             "tagging.export, tagging.dataset, tagging.local, tagging.evaluation, tagging.synth, tagging.cli; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -445,7 +445,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     import torch
 
     from tagging.config import TrainConfig
-    from tagging.train_loop import make_scheduler, step_scheduler
+    from tagging.training import make_scheduler, step_scheduler
 
     cfg = replace(TrainConfig(), lr_schedule="cosine", max_epochs=20, learning_rate=1e-2)
     def fresh():

@@ -1,0 +1,83 @@
+"""The one training epoch (tagging.training): batches, history, early stopping, checkpoints, resume."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from tagging.config import load_config
+from tagging.training import ModelTraining, WorkerInputs, fit_in_process, training_batches, worker_inputs
+from tagging.vocab import CharVocab
+
+TEXTS = ["pytorch cnn for images", "bert transformer text", "yolo object detection", "gpt language model",
+         "segmentation unet medical", "tabular gradient boosting"] * 8
+Y = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1], [0, 1, 0], [1, 0, 0], [0, 0, 1]] * 8, dtype=np.float32)
+
+
+@pytest.fixture
+def inputs() -> WorkerInputs:
+    cfg = load_config(None, {"model.num_filters": 8, "model.filter_widths": [2, 3], "model.embedding_dim": 8, "model.hidden_dim": 8,
+                             "model.dropout": 0.0, "model.ensemble": 1, "batch_size": 8, "max_epochs": 4, "patience": 10,
+                             "bucket_batches": 2, "concat_rate": 1.0})
+    return worker_inputs(cfg, CharVocab.fit(TEXTS), Y, [(("tf", "tensorflow"), (1,))])
+
+
+def test_worker_inputs_are_typed_frozen_and_per_member(inputs):
+    assert inputs.num_labels == 3 and inputs.n_train == len(Y) and inputs.label_counts == (24, 16, 24)
+    assert inputs.aliases == ()  # alias_examples is off without a tags file: the table is dropped
+    member = inputs.member(2, "/runs/x-m2")
+    assert member.config.seed == inputs.config.seed + 2 and member.run_dir == "/runs/x-m2" and inputs.run_dir is None
+    with pytest.raises(AttributeError):
+        inputs.n_train = 1  # frozen
+
+
+def test_training_batches_cover_every_row_once_in_length_pools():
+    lengths = np.arange(40)
+    texts = ["x" * (n + 1) for n in lengths]
+    y = np.eye(40, dtype=np.float32)
+    batches = training_batches(texts, y, CharVocab.fit(texts), 4, 2, 512, np.random.default_rng(0), np.random.default_rng(1))
+    rows = np.concatenate([b.y.numpy().argmax(1) for b in batches])
+    assert sorted(rows) == list(range(40)) and all(len(b.ids) == 4 for b in batches)
+    # a batch holds rows of one pool of 8, sorted by length: its texts span little length
+    assert max(int((b.ids > 0).sum(1).max() - (b.ids > 0).sum(1).min()) for b in batches) < 40
+
+
+def test_an_epoch_records_validation_loss_lr_and_keeps_the_best(inputs):
+    run = ModelTraining(inputs)
+    records = [run.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12]) for _ in range(4)]
+    assert run.done and len(run.history) == 4 and [r["epoch"] for r in records] == [0, 1, 2, 3]
+    assert set(records[0]) >= {"train_loss", "val_loss", "val_f1", "val_threshold", "lr", "train_seconds", "samples_per_s", "best_epoch"}
+    assert records[0]["lr"] == pytest.approx(inputs.config.learning_rate)  # the rate the epoch trained with
+    assert records[-1]["lr"] < records[0]["lr"]  # cosine decay
+    assert all(isinstance(v, (int, float)) for r in records for v in r.values())
+    assert run.stopper.best_epoch == max(range(4), key=lambda e: (records[e]["val_f1"], -e))
+
+
+def test_checkpoint_loads_weights_only_and_resumes_as_if_never_stopped(inputs):
+    whole = ModelTraining(inputs)
+    for _ in range(3):
+        whole.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12])
+    first = ModelTraining(inputs)
+    first.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12])
+    buf = io.BytesIO()
+    torch.save(first.state(), buf)
+    buf.seek(0)
+    resumed = ModelTraining(inputs)
+    resumed.load_state(torch.load(buf, weights_only=True))  # tensors and plain containers only
+    assert resumed.epoch == 1
+    for _ in range(2):
+        resumed.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12])
+    for a, b in zip(whole.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5) and a["val_f1"] == pytest.approx(b["val_f1"])
+
+
+def test_early_stopping_ends_training_and_the_best_weights_come_back(inputs):
+    cfg = replace(inputs.config, patience=1, max_epochs=30, learning_rate=1e-9)  # nothing improves after epoch 0
+    model, history, stopper = fit_in_process(TEXTS, Y, TEXTS[:12], Y[:12], inputs.vocab, cfg)
+    assert len(history) == 2 and stopper.best_epoch == 0
+    assert all(torch.equal(v, stopper.best_state[k]) for k, v in model.state_dict().items())
+    assert not model.training
