@@ -19,10 +19,12 @@ also says how to read data for its model: ``normalize`` (texts as the model read
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -53,8 +55,25 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def package_versions() -> dict[str, str]:
-    out = {"tagging": __version__, "python": sys.version.split()[0]}
+@functools.cache
+def git_sha() -> str | None:
+    """HEAD of the git checkout this package's code is tracked in (an editable install), else None."""
+    pkg = Path(__file__).parent
+    try:
+        tracked = subprocess.run(["git", "-C", str(pkg), "ls-files", "--error-unmatch", "__init__.py"], capture_output=True, timeout=10)
+        head = subprocess.run(["git", "-C", str(pkg), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() or None if tracked.returncode == 0 and head.returncode == 0 else None
+
+
+def code_version() -> dict[str, str | None]:
+    """The code that trains: package version and git sha (None outside a git checkout)."""
+    return {"tagging": __version__, "git_sha": git_sha()}
+
+
+def package_versions() -> dict[str, str | None]:
+    out = {**code_version(), "python": sys.version.split()[0]}
     for name in ("ray", "torch", "onnx", "onnxruntime", "numpy", "pyarrow"):
         try:
             out[name] = metadata.version(name)
