@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import secrets
 import time
@@ -12,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tagging.artifact import Artifact, save_artifact, update_manifest
+from tagging.artifact import Artifact, code_version, save_artifact, update_manifest
 from tagging.augment import alias_table_for
 from tagging.batching import predict_texts
-from tagging.config import TrainConfig, absolute_paths
+from tagging.config import TrainConfig, absolute_paths, to_dict
 from tagging.dataset import Prepared, prepare, summary_line
 from tagging.metrics import evaluate, weighted_f1
 from tagging.model import assemble, count_parameters
@@ -86,7 +87,8 @@ def run_training(
 ) -> Artifact:
     """Train end to end and write the artifact to ``out``; returns the loaded artifact.
 
-    A run whose ``run_name`` already has checkpoints in ``storage`` resumes from them, unless
+    A run whose ``run_name`` already has checkpoints in ``storage`` resumes from them if it was
+    started with the same data, config, labels and vocabulary (``check_resume``), unless
     ``fresh``: then those checkpoints are deleted first and the run starts over.
     """
     from tagging.dist.runtime import init_ray
@@ -104,6 +106,7 @@ def run_training(
     prepared = prepare_with_ray(cfg, data, log, units)
     vocab, inputs, datasets, truncated = training_inputs(cfg, prepared)
     log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
+    check_resume(storage, run_name, cfg.model.ensemble, run_record(cfg, prepared, vocab), log)
     states = [train_member(inputs, datasets, run_name, k, storage, log) for k in range(cfg.model.ensemble)]
     art = finalize_artifact(cfg, prepared, vocab, states, out, run_name, list(data), truncated,
                             {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
@@ -114,16 +117,88 @@ def run_training(
     return art
 
 
+def _storage_fs(storage: str):
+    """(pyarrow filesystem, root path) of a local path or any pyarrow URI."""
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(storage) if "://" in storage else (pafs.LocalFileSystem(), storage)
+    return fs, root.rstrip("/")
+
+
 def discard_runs(storage: str, names: Sequence[str], log: Callable[[str], None] = print) -> None:
     """Delete the Ray Train run folders ``storage/<name>`` that exist (local path or any pyarrow URI)."""
     import pyarrow.fs as pafs
 
-    fs, root = pafs.FileSystem.from_uri(storage) if "://" in storage else (pafs.LocalFileSystem(), storage)
+    fs, root = _storage_fs(storage)
     for name in names:
-        path = f"{root.rstrip('/')}/{name}"
+        path = f"{root}/{name}"
         if fs.get_file_info(path).type == pafs.FileType.Directory:
             fs.delete_dir(path)
             log(f"[tagging] --fresh: deleted the checkpoints of run {name} in {storage}")
+
+
+RUN_RECORD = "tagging_run.json"
+# Settings a resumed run may change: they decide where and how fast it runs, not what it learns.
+RESUME_NEUTRAL = ("max_failures", "cache_shards", "cpus_per_worker", "threads_per_worker")
+
+
+class RunMismatch(ValueError):
+    """A reused run name whose checkpoints were trained on other inputs."""
+
+
+def run_record(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab) -> dict:
+    """What a run is started with; kept as ``storage/<run_name>/tagging_run.json``."""
+    return {"data_hash": prepared.data_hash, "config": to_dict(cfg), "labels": list(prepared.labels.labels),
+            "vocabulary": list(vocab.chars), "code": code_version()}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    return {k: v for key, value in d.items() for k, v in (_flat(value, f"{prefix}{key}.").items() if isinstance(value, dict)
+                                                         else [(f"{prefix}{key}", value)])}
+
+
+def record_differences(old: dict, new: dict) -> list[str]:
+    """What differs between two run records, in words (the code aside: it only warns)."""
+    out = []
+    if old.get("data_hash") != new["data_hash"]:
+        out.append(f"data (hash {str(old.get('data_hash'))[:12]}, now {new['data_hash'][:12]})")
+    a, b = _flat(old.get("config", {})), _flat(new["config"])
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in RESUME_NEUTRAL)
+    if keys:
+        out.append(f"config ({', '.join(keys)})")
+    out += [name for name in ("labels", "vocabulary") if old.get(name) != new[name]]
+    return out
+
+
+def check_resume(storage: str, run_name: str, members: int, record: dict, log: Callable[[str], None] = print) -> None:
+    """Before any Ray Train work: a run whose member folders hold checkpoints may resume only with
+    the inputs its record names (else RunMismatch, one line); other code only warns. A run without
+    checkpoints (re)writes its record."""
+    import pyarrow.fs as pafs
+
+    record = json.loads(json.dumps(record))  # compared as it reads back (tuples as lists)
+    fs, root = _storage_fs(storage)
+    path = f"{root}/{run_name}/{RUN_RECORD}"
+    started = any(info.base_name.startswith("epoch-") for k in range(members)
+                  for info in fs.get_file_info(pafs.FileSelector(f"{root}/{member_run_name(run_name, k)}", allow_not_found=True)))
+    if not started:
+        fs.create_dir(f"{root}/{run_name}", recursive=True)
+        with fs.open_output_stream(path) as f:
+            f.write((json.dumps(record, indent=1) + "\n").encode())
+        return
+    try:
+        with fs.open_input_stream(path) as f:
+            old = json.loads(f.read())
+    except (FileNotFoundError, OSError, ValueError):
+        old = None
+    retry = "choose a new --run-name, or pass --fresh to discard its checkpoints"
+    if old is None:
+        raise RunMismatch(f"run {run_name} in {storage} has checkpoints but no readable {RUN_RECORD} saying what it was started with: {retry}")
+    diffs = record_differences(old, record)
+    if diffs:
+        raise RunMismatch(f"run {run_name} in {storage} was started with other {'; '.join(diffs)}: resuming it would mix them; {retry}")
+    if old.get("code") != record["code"]:
+        log(f"[tagging] warning: run {run_name} was started with other code ({old.get('code')}), resuming it with {record['code']}")
 
 
 def member_run_name(run_name: str, k: int) -> str:

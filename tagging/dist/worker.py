@@ -54,7 +54,7 @@ def _latest_persisted_state(run_dir: str | None) -> dict | None:
         return None
     for ckpt in sorted(Path(run_dir).glob("epoch-*"), reverse=True):
         try:
-            return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+            return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
         except Exception:  # a checkpoint cut off mid-write: try the one before
             continue
     return None
@@ -147,4 +147,4 @@ def load_checkpoint_state(checkpoint) -> dict:
     import torch
 
     with checkpoint.as_directory() as d:
-        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)

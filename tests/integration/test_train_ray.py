@@ -107,6 +107,27 @@ def test_every_bad_row_is_accounted_for(trained, bad_inputs):
     assert "rows read 802 = used" in proc.stdout + proc.stderr
 
 
+def test_a_reused_run_name_with_other_data_is_refused(trained, synth_parquet, tmp_path):
+    """The run directory records what the run started with; resuming it on other data is refused
+    before any Ray Train work, in one line that names the way out."""
+    work, proc, _ = trained
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    art = load_artifact(work / "model")
+    name = art.manifest["run"]["name"]
+    record = json.loads((work / "runs" / name / "tagging_run.json").read_text())
+    assert record["data_hash"] == art.manifest["data_hash"] and record["labels"] == art.manifest["labels"]
+    assert record["code"]["tagging"] == art.manifest["versions"]["tagging"] == "0.1.0"
+    assert "git_sha" in art.manifest["versions"] and record["code"]["git_sha"] == art.manifest["versions"]["git_sha"]
+    before = sorted(p.name for p in (work / "runs" / name).iterdir())
+    again = _train(["--data", synth_parquet, "--out", str(tmp_path / "model"), "--storage", str(work / "runs"), "--run-name", name,
+                    "--max-epochs", "3", *SMALL])
+    assert again.returncode == 1
+    last = again.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "was started with other data" in last and "--fresh" in last, last
+    assert "epoch 0:" not in again.stdout + again.stderr and not (tmp_path / "model").exists()
+    assert sorted(p.name for p in (work / "runs" / name).iterdir()) == before
+
+
 def test_killed_run_resumes_when_rerun_with_the_same_name(tmp_path, synth_parquet):
     """A 2-member ensemble killed (SIGKILL: driver, local Ray, workers) while its second member
     trains: the rerun keeps member 0's finished run and resumes member 1 from its checkpoint."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
@@ -10,8 +11,10 @@ import pytest
 import torch
 
 from tagging.config import load_config
-from tagging.training import ModelTraining, WorkerInputs, fit_in_process, training_batches, worker_inputs
+from tagging.training import ModelTraining, WorkerInputs, fit_in_process, mixed_precision, training_batches, worker_inputs
 from tagging.vocab import CharVocab
+
+pytestmark = pytest.mark.unit
 
 TEXTS = ["pytorch cnn for images", "bert transformer text", "yolo object detection", "gpt language model",
          "segmentation unet medical", "tabular gradient boosting"] * 8
@@ -81,3 +84,14 @@ def test_early_stopping_ends_training_and_the_best_weights_come_back(inputs):
     assert len(history) == 2 and stopper.best_epoch == 0
     assert all(torch.equal(v, stopper.best_state[k]) for k, v in model.state_dict().items())
     assert not model.training
+
+
+def test_mixed_precision_by_device(monkeypatch):
+    """CPU trains in fp32; CUDA in bf16 where supported (no loss scaling), else fp16 with a GradScaler."""
+    assert mixed_precision(torch.device("cpu")) == (None, None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert mixed_precision(torch.device("cuda")) == (torch.bfloat16, None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.warns(UserWarning) if not torch.cuda.is_available() else nullcontext():  # no CUDA here: the scaler disables itself
+        dtype, scaler = mixed_precision(torch.device("cuda"))
+    assert dtype == torch.float16 and isinstance(scaler, torch.amp.GradScaler)
