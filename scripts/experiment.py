@@ -9,18 +9,15 @@ probabilities (a seed ensemble), with per-class thresholds fit on validation as 
 import argparse
 import json
 import time
-from dataclasses import replace
 
 import numpy as np
 
-from tagging.augment import alias_table_for
 from tagging.config import load_config
 from tagging.local import prepare_local
 from tagging.metrics import evaluate
 from tagging.thresholds import apply_thresholds, fit_thresholds
 from tagging.batching import predict_texts
-from tagging.training import fit_in_process
-from tagging.vocab import CharVocab
+from tagging.training import fit_in_process, split_inputs
 
 
 def scores(yv, pv, ye, pe, cfg, labels) -> dict:
@@ -51,18 +48,16 @@ def main():
     cfg = load_config(None, over)
     p = prepare_local(a.data, cfg)
     labels = p.labels.labels
-    tr, va, te = p.split("train"), p.split("val"), p.split("test")
-    vocab = CharVocab.fit(tr["text"])
-    yt, yv, ye = (np.stack(d["y"].to_numpy()) for d in (tr, va, te))
+    (tt, yt), (vt, yv), (et, ye) = (p.texts_and_targets(name) for name in ("train", "val", "test"))
+    vocab, inputs, _ = split_inputs(cfg, p)
     pvs, pes = [], []
     for k in range(a.seeds):
         t0 = time.time()
-        run_cfg = replace(cfg, seed=cfg.seed + k)
-        model, hist, st = fit_in_process(tr["text"].tolist(), yt, va["text"].tolist(), yv, vocab, run_cfg,
-                                         alias_table_for(cfg, p.labels))
-        pvs.append(predict_texts(model, va["text"].tolist(), vocab, cfg.model.max_length))
-        pes.append(predict_texts(model, te["text"].tolist(), vocab, cfg.model.max_length))
-        print(json.dumps({"sets": a.sets, "seed": run_cfg.seed, "rows": [len(tr), len(va), len(te)], "best_epoch": st.best_epoch,
+        run = fit_in_process(inputs.member(k), tt, yt, vt, yv)
+        model, st, run_cfg = run.best_model(), run.stopper, run.cfg
+        pvs.append(predict_texts(model, vt, vocab, cfg.model.max_length))
+        pes.append(predict_texts(model, et, vocab, cfg.model.max_length))
+        print(json.dumps({"sets": a.sets, "seed": run_cfg.seed, "rows": [len(tt), len(vt), len(et)], "best_epoch": st.best_epoch,
                           "val_f1": round(st.best_score, 4), **scores(yv, pvs[-1], ye, pes[-1], cfg, labels),
                           "secs": round(time.time() - t0)}), flush=True)
     if a.seeds > 1:

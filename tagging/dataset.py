@@ -36,6 +36,12 @@ class Prepared:
     def split(self, name: str) -> pd.DataFrame:
         return self.rows[self.rows["split"] == name]
 
+    def texts_and_targets(self, name: str) -> tuple[list[str], np.ndarray]:
+        """A split's texts and float32 targets [rows, labels]."""
+        df = self.split(name)
+        y = np.stack(df["y"].to_numpy()) if len(df) else np.zeros((0, len(self.labels)))
+        return df["text"].tolist(), y.astype(np.float32, copy=False)
+
 
 def choose_labels(tag_lists: list[tuple[str, ...]], cfg: DataConfig, fixed: list[str] | None) -> LabelSpace:
     if fixed is not None:

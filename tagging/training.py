@@ -1,4 +1,5 @@
-"""One model's training, Ray-free: augment -> train -> validate -> early stopping -> history.
+"""Training, Ray-free: one model's epochs (augment -> train -> validate -> early stopping ->
+history), and the trained members -> thresholds -> test metrics -> artifact (``finalize_artifact``).
 
 ``ModelTraining.run_epoch`` is the one epoch of the product. In-process training
 (``fit_in_process``), the Ray Train worker (tagging.dist.worker) and the training benchmark all
@@ -13,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
@@ -22,12 +23,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from tagging.artifact import Artifact, save_artifact
 from tagging.augment import alias_examples, with_concat
 from tagging.batching import Batch, bucket_order, encode_batch, predict_texts
 from tagging.config import TrainConfig
-from tagging.metrics import weighted_f1
-from tagging.model import CharCNN
-from tagging.thresholds import fit_global_threshold
+from tagging.dataset import Prepared
+from tagging.metrics import evaluate, weighted_f1
+from tagging.model import CharCNN, assemble, count_parameters
+from tagging.thresholds import apply_thresholds, fit_global_threshold, fit_thresholds, select_policy
 from tagging.vocab import CharVocab
 
 logger = logging.getLogger(__name__)
@@ -67,6 +70,16 @@ def worker_inputs(cfg: TrainConfig, vocab: CharVocab, y_train: np.ndarray, alias
     """``WorkerInputs`` from the training split's targets (float [rows, labels]) and an alias table."""
     aliases = tuple((tuple(forms), tuple(int(i) for i in hits)) for forms, hits in aliases) if cfg.alias_examples else ()
     return WorkerInputs(cfg, vocab, tuple(int(c) for c in np.asarray(y_train).sum(0)), len(y_train), aliases)
+
+
+def split_inputs(cfg: TrainConfig, prepared: Prepared) -> tuple[CharVocab, WorkerInputs, dict]:
+    """The vocabulary (training split only), the workers' inputs and each split's count of texts over max_length."""
+    from tagging.augment import alias_table_for
+
+    texts, y = prepared.texts_and_targets("train")
+    vocab = CharVocab.fit(texts)
+    truncated = {name: int((prepared.split(name)["length"] > cfg.model.max_length).sum()) for name in ("train", "val", "test")}
+    return vocab, worker_inputs(cfg, vocab, y, alias_table_for(cfg, prepared.labels)), truncated
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg) -> torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau:
@@ -315,17 +328,14 @@ def epoch_line(record: dict) -> str:
             f"val_f1 {record['val_f1']:.4f} ({record['samples_per_s']:.0f} samples/s)")
 
 
-def fit_in_process(train_texts: Sequence[str], y_train: np.ndarray, val_texts: Sequence[str], y_val: np.ndarray, vocab: CharVocab,
-                   cfg: TrainConfig, aliases: Iterable = ()) -> tuple[nn.Module, list[dict], EarlyStopping]:
-    """Train one model in this process (seed ``cfg.seed``; the Ray worker's epochs, without Ray).
-
-    ``aliases``: a ``tagging.augment.alias_table`` (used with ``cfg.alias_examples``). Returns the
-    model with its best weights loaded (CPU), the history and the early stopping state.
-    """
-    run = ModelTraining(worker_inputs(cfg, vocab, y_train, aliases), "cuda" if cfg.use_gpu else "cpu")
+def fit_in_process(inputs: WorkerInputs, train_texts: Sequence[str], y_train: np.ndarray, val_texts: Sequence[str],
+                   y_val: np.ndarray) -> ModelTraining:
+    """Train one model in this process (the Ray worker's epochs, without Ray); returns the finished
+    run (``best_model()``, ``history``, ``stopper``, ``state()``)."""
+    run = ModelTraining(inputs, "cuda" if inputs.config.use_gpu else "cpu")
     while not run.done:
         logger.info(epoch_line(run.run_epoch(train_texts, y_train, val_texts, y_val)))
-    return run.best_model(), run.history, run.stopper
+    return run
 
 
 def merged_history(states: Sequence[dict]) -> list[dict]:
@@ -335,3 +345,53 @@ def merged_history(states: Sequence[dict]) -> list[dict]:
     for k, state in enumerate(states[1:], start=1):
         out.extend({**r, "member": k} for r in state["history"])
     return out
+
+
+def member_run_name(run_name: str, k: int) -> str:
+    """Ray Train run name of ensemble member ``k`` (member 0 keeps the run's own name)."""
+    return run_name if k == 0 else f"{run_name}-m{k}"
+
+
+def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, states: dict | list[dict], out: str, run_name: str,
+                      inputs: list[str], truncated: dict, run_info: dict, log: Callable[[str], None] = print,
+                      threshold_policy: dict | None = None) -> Artifact:
+    """Best weights from a checkpoint state -> thresholds on val -> test metrics -> artifact (ONNX checked).
+
+    ``threshold_policy`` ({"min_support", "shrink"}) comes from the tuning threshold stage; by
+    default it is chosen here by 5-fold cross-validation over the validation rows.
+    """
+    states = [states] if isinstance(states, dict) else list(states)
+    stops = [s["early_stopping"] for s in states]
+    model = assemble(vocab.size, len(prepared.labels), cfg.model, [s["best_state"] for s in stops])
+    for k, (state, stop_state) in enumerate(zip(states, stops)):
+        member = f"member {k}: " if len(states) > 1 else ""
+        log(f"[tagging] {member}best epoch {stop_state['best_epoch']} (val weighted F1 {stop_state['best_score']:.4f}) of {len(state['history'])} epochs")
+    (val_texts, y_val), (test_texts, y_test) = prepared.texts_and_targets("val"), prepared.texts_and_targets("test")
+    p_val = predict_texts(model, val_texts, vocab, cfg.model.max_length)
+    if threshold_policy is None:  # choose the policy by 5-fold CV on validation, as the tune stage does
+        threshold_policy = {**select_policy(y_val, p_val, seed=cfg.seed), "source": "train: 5-fold CV on validation"}
+    policy = threshold_policy
+    thresholds, global_t = fit_thresholds(y_val, p_val, min_support=int(policy["min_support"]), shrink=float(policy["shrink"]))
+    p_test = predict_texts(model, test_texts, vocab, cfg.model.max_length)
+    metrics = evaluate(y_test, apply_thresholds(p_test, thresholds), prepared.labels.labels)
+    metrics["global_threshold_f1"] = evaluate(y_test, apply_thresholds(p_test, np.full(len(thresholds), global_t)), prepared.labels.labels)["overall"]["f1"]
+    metrics["split"] = "test"
+    if len(states) > 1:
+        metrics["val_f1_ensemble_global"] = weighted_f1(y_val, p_val >= global_t)
+    log(f"[tagging] test weighted F1 {metrics['overall']['f1']:.4f} (per-class thresholds), "
+        f"{metrics['global_threshold_f1']:.4f} (global {global_t:.2f}); macro F1 {metrics['overall']['macro_f1']:.4f}")
+    return save_artifact(
+        out, config=cfg, labels=prepared.labels, vocab=vocab, state_dict=model.state_dict(), model=model,
+        thresholds=thresholds, global_threshold=global_t, metrics=metrics,
+        splits=dict(zip(prepared.rows["id"], prepared.rows["split"])), history=merged_history(states),
+        data_hash=prepared.data_hash, model_version=run_name, parity_texts=val_texts[:256],
+        extra={
+            "run": {**run_info, "best_epoch": stops[0]["best_epoch"], "epochs": len(states[0]["history"]),
+                    **({"members": [{"run": member_run_name(run_name, k), "seed": cfg.seed + k, "best_epoch": st["best_epoch"],
+                                     "epochs": len(s["history"]), "best_val_f1": st["best_score"]}
+                                    for k, (s, st) in enumerate(zip(states, stops))]} if len(states) > 1 else {})},
+            "data": {"inputs": inputs, **prepared.counts, "truncated": truncated},
+            "threshold_policy": policy,
+            "parameters": count_parameters(model),
+        },
+    )

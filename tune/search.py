@@ -261,9 +261,8 @@ def run_tune(
     model = assemble(vocab.size, len(prepared.labels), final_cfg.model, [s["early_stopping"]["best_state"] for s in states])
 
     # Stage 2: threshold policy over the tuned model's validation scores.
-    val_df = prepared.split("val")
-    y_val = np.stack(val_df["y"].to_numpy())
-    p_val = predict_texts(model, val_df["text"].tolist(), vocab, final_cfg.model.max_length)
+    val_texts, y_val = prepared.texts_and_targets("val")
+    p_val = predict_texts(model, val_texts, vocab, final_cfg.model.max_length)
     th_grid = tune.Tuner(
         tune.with_resources(tune.with_parameters(_threshold_trial, y_val=y_val, p_val=p_val, folds=5, seed=base.seed), {"CPU": 0.01}),
         param_space={k: tune.grid_search(v) for k, v in THRESHOLD_SPACE.items()},

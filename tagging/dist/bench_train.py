@@ -26,11 +26,10 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
 
     from tagging.config import load_config, to_dict
     from tagging.dist.runtime import init_ray
-    from tagging.dist.training import _with_tensor
+    from tagging.dist.training import training_inputs
     from tagging.dist.worker import build_trainer, load_checkpoint_state
     from tagging.local import prepare_local
-    from tagging.training import ModelTraining, worker_inputs
-    from tagging.vocab import CharVocab
+    from tagging.training import ModelTraining, split_inputs
 
     overrides = {"data.labels_file": str(labels_file) if labels_file else None, "workers": workers,
                  "max_epochs": epochs + 1, "patience": 10_000, **(config_overrides or {})}
@@ -38,13 +37,10 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
     threads = max(1, (os.cpu_count() or 1) // workers)  # the machine's cores, shared evenly
     cfg = replace(cfg, threads_per_worker=threads)
     p = prepare_local(data, cfg)
-    train_df, val_df = p.split("train"), p.split("val")
-    vocab = CharVocab.fit(train_df["text"])
-    y, y_val = np.stack(train_df["y"].to_numpy()), np.stack(val_df["y"].to_numpy())
-    rows = (train_df["text"].tolist(), y, val_df["text"].tolist(), y_val)
-    inputs = worker_inputs(cfg, vocab, y)
+    rows = (*p.texts_and_targets("train"), *p.texts_and_targets("val"))
 
     # Plain single-process loop: the same epochs as a worker's, all the workers' threads in one process.
+    _, inputs, _ = split_inputs(cfg, p)
     plain_run, plain = ModelTraining(inputs), []
 
     def plain_epochs(n: int) -> None:
@@ -55,8 +51,9 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
     plain.clear()  # warm-up
     plain_epochs((epochs + 1) // 2)
     init_ray()
+    _, _, datasets, _ = training_inputs(cfg, p)
     with tempfile.TemporaryDirectory() as storage:
-        trainer = build_trainer(inputs, {"train": _with_tensor(train_df, y), "val": _with_tensor(val_df, y_val)}, f"bench-{int(time.time())}", storage)
+        trainer = build_trainer(inputs, datasets, f"bench-{int(time.time())}", storage)
         history = load_checkpoint_state(trainer.fit().checkpoint)["history"]
     ray_sps = float(np.median([h["samples_per_s"] for h in history[1:]]))
     log(f"[bench-train] Ray Train, {workers} workers x {threads} threads (DDP gloo): {ray_sps:.0f} samples/s")
@@ -65,7 +62,7 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
     log(f"[bench-train] plain PyTorch, 1 process x {threads * workers} threads: {plain_sps:.0f} samples/s "
         f"(epochs: {', '.join(f'{v:.0f}' for v in plain)})")
     ratio = ray_sps / plain_sps
-    out = {"rows": len(y), "epochs_timed": epochs, "plain_epochs_samples_per_s": plain,
+    out = {"rows": len(rows[0]), "epochs_timed": epochs, "plain_epochs_samples_per_s": plain,
            "ray_epochs_samples_per_s": [h["samples_per_s"] for h in history[1:]], "workers": workers, "threads_per_worker": threads,
            "plain_samples_per_s": plain_sps, "ray_train_samples_per_s": ray_sps, "ray_over_plain": ratio,
            "model": to_dict(cfg.model), "batch_size": cfg.batch_size}

@@ -13,16 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tagging.artifact import Artifact, code_version, save_artifact, update_manifest
-from tagging.augment import alias_table_for
-from tagging.batching import predict_texts
+from tagging.artifact import Artifact, code_version, update_manifest
 from tagging.config import TrainConfig, absolute_paths, to_dict
 from tagging.dataset import Prepared, prepare, summary_line
-from tagging.metrics import evaluate, weighted_f1
-from tagging.model import assemble, count_parameters
 from tagging.readers import check_columns, load_label_inputs, plan_units
-from tagging.thresholds import apply_thresholds, fit_thresholds, select_policy
-from tagging.training import WorkerInputs, merged_history, worker_inputs
+from tagging.training import WorkerInputs, finalize_artifact, member_run_name, split_inputs
 from tagging.vocab import CharVocab
 
 
@@ -65,12 +60,8 @@ def _with_tensor(table: pd.DataFrame, y: np.ndarray):
 
 def training_inputs(cfg: TrainConfig, prepared: Prepared) -> tuple[CharVocab, WorkerInputs, dict, dict]:
     """Vocabulary (train split only), the workers' inputs, Ray datasets (train, val) and truncation counts."""
-    train_df, val_df, test_df = prepared.split("train"), prepared.split("val"), prepared.split("test")
-    vocab = CharVocab.fit(train_df["text"])
-    y_train = np.stack(train_df["y"].to_numpy())
-    truncated = {name: int((df["length"] > cfg.model.max_length).sum()) for name, df in (("train", train_df), ("val", val_df), ("test", test_df))}
-    inputs = worker_inputs(cfg, vocab, y_train, alias_table_for(cfg, prepared.labels))
-    datasets = {"train": _with_tensor(train_df, y_train), "val": _with_tensor(val_df, np.stack(val_df["y"].to_numpy()))}
+    vocab, inputs, truncated = split_inputs(cfg, prepared)
+    datasets = {name: _with_tensor(prepared.split(name), prepared.texts_and_targets(name)[1]) for name in ("train", "val")}
     return vocab, inputs, datasets, truncated
 
 
@@ -201,11 +192,6 @@ def check_resume(storage: str, run_name: str, members: int, record: dict, log: C
         log(f"[tagging] warning: run {run_name} was started with other code ({old.get('code')}), resuming it with {record['code']}")
 
 
-def member_run_name(run_name: str, k: int) -> str:
-    """Ray Train run name of ensemble member ``k`` (member 0 keeps the run's own name)."""
-    return run_name if k == 0 else f"{run_name}-m{k}"
-
-
 def train_member(inputs: WorkerInputs, datasets: dict, run_name: str, k: int, storage: str,
                  log: Callable[[str], None] = print) -> dict:
     """One Ray Train run: ensemble member ``k`` of ``inputs.config`` (seed + k), resumed if its
@@ -219,50 +205,3 @@ def train_member(inputs: WorkerInputs, datasets: dict, run_name: str, k: int, st
     if result.checkpoint is None:
         raise RuntimeError(f"run {name} finished without a checkpoint")
     return load_checkpoint_state(result.checkpoint)
-
-
-def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, states: dict | list[dict], out: str, run_name: str,
-                      inputs: list[str], truncated: dict, run_info: dict, log: Callable[[str], None] = print,
-                      threshold_policy: dict | None = None) -> Artifact:
-    """Best weights from a checkpoint state -> thresholds on val -> test metrics -> artifact (ONNX checked).
-
-    ``threshold_policy`` ({"min_support", "shrink"}) comes from the tuning threshold stage; by
-    default it is chosen here by 5-fold cross-validation over the validation rows.
-    """
-    states = [states] if isinstance(states, dict) else list(states)
-    stops = [s["early_stopping"] for s in states]
-    model = assemble(vocab.size, len(prepared.labels), cfg.model, [s["best_state"] for s in stops])
-    for k, (state, stop_state) in enumerate(zip(states, stops)):
-        member = f"member {k}: " if len(states) > 1 else ""
-        log(f"[tagging] {member}best epoch {stop_state['best_epoch']} (val weighted F1 {stop_state['best_score']:.4f}) of {len(state['history'])} epochs")
-    val_df, test_df = prepared.split("val"), prepared.split("test")
-    val_texts, test_texts = val_df["text"].tolist(), test_df["text"].tolist()
-    y_val, y_test = np.stack(val_df["y"].to_numpy()), np.stack(test_df["y"].to_numpy())
-    p_val = predict_texts(model, val_texts, vocab, cfg.model.max_length)
-    if threshold_policy is None:  # choose the policy by 5-fold CV on validation, as the tune stage does
-        threshold_policy = {**select_policy(y_val, p_val, seed=cfg.seed), "source": "train: 5-fold CV on validation"}
-    policy = threshold_policy
-    thresholds, global_t = fit_thresholds(y_val, p_val, min_support=int(policy["min_support"]), shrink=float(policy["shrink"]))
-    p_test = predict_texts(model, test_texts, vocab, cfg.model.max_length)
-    metrics = evaluate(y_test, apply_thresholds(p_test, thresholds), prepared.labels.labels)
-    metrics["global_threshold_f1"] = evaluate(y_test, apply_thresholds(p_test, np.full(len(thresholds), global_t)), prepared.labels.labels)["overall"]["f1"]
-    metrics["split"] = "test"
-    if len(states) > 1:
-        metrics["val_f1_ensemble_global"] = weighted_f1(y_val, p_val >= global_t)
-    log(f"[tagging] test weighted F1 {metrics['overall']['f1']:.4f} (per-class thresholds), "
-        f"{metrics['global_threshold_f1']:.4f} (global {global_t:.2f}); macro F1 {metrics['overall']['macro_f1']:.4f}")
-    return save_artifact(
-        out, config=cfg, labels=prepared.labels, vocab=vocab, state_dict=model.state_dict(), model=model,
-        thresholds=thresholds, global_threshold=global_t, metrics=metrics,
-        splits=dict(zip(prepared.rows["id"], prepared.rows["split"])), history=merged_history(states),
-        data_hash=prepared.data_hash, model_version=run_name, parity_texts=val_texts[:256],
-        extra={
-            "run": {**run_info, "best_epoch": stops[0]["best_epoch"], "epochs": len(states[0]["history"]),
-                    **({"members": [{"run": member_run_name(run_name, k), "seed": cfg.seed + k, "best_epoch": st["best_epoch"],
-                                     "epochs": len(s["history"]), "best_val_f1": st["best_score"]}
-                                    for k, (s, st) in enumerate(zip(states, stops))]} if len(states) > 1 else {})},
-            "data": {"inputs": inputs, **prepared.counts, "truncated": truncated},
-            "threshold_policy": policy,
-            "parameters": count_parameters(model),
-        },
-    )

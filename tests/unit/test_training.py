@@ -80,8 +80,9 @@ def test_checkpoint_loads_weights_only_and_resumes_as_if_never_stopped(inputs):
 
 def test_early_stopping_ends_training_and_the_best_weights_come_back(inputs):
     cfg = replace(inputs.config, patience=1, max_epochs=30, learning_rate=1e-9)  # nothing improves after epoch 0
-    model, history, stopper = fit_in_process(TEXTS, Y, TEXTS[:12], Y[:12], inputs.vocab, cfg)
-    assert len(history) == 2 and stopper.best_epoch == 0
+    run = fit_in_process(replace(inputs, config=cfg), TEXTS, Y, TEXTS[:12], Y[:12])
+    model, stopper = run.best_model(), run.stopper
+    assert len(run.history) == 2 and stopper.best_epoch == 0
     assert all(torch.equal(v, stopper.best_state[k]) for k, v in model.state_dict().items())
     assert not model.training
 
