@@ -50,5 +50,7 @@ def train_local(data: Sequence[str], out: str, cfg: TrainConfig, model_version: 
     vocab, inputs, truncated = split_inputs(cfg, p)
     rows = (*p.texts_and_targets("train"), *p.texts_and_targets("val"))
     states = [fit_in_process(inputs.member(k), *rows).state() for k in range(cfg.model.ensemble)]
+    # thresholds by the config's fallback rule, not by `tagging train`'s 5-fold CV policy search (~10 s a model here)
+    policy = {"min_support": cfg.threshold_min_support, "shrink": 0.0, "source": "local: threshold_min_support"}
     return finalize_artifact(cfg, p, vocab, states, out, model_version, list(data), truncated, {"name": model_version, "mode": "local"},
-                             log=logger.info)
+                             log=logger.info, threshold_policy=policy)

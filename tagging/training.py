@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tagging.artifact import Artifact, save_artifact
-from tagging.augment import alias_examples, with_concat
+from tagging.augment import alias_examples, alias_table_for, with_concat
 from tagging.batching import Batch, bucket_order, encode_batch, predict_texts
 from tagging.config import TrainConfig
 from tagging.dataset import Prepared
@@ -74,8 +74,6 @@ def worker_inputs(cfg: TrainConfig, vocab: CharVocab, y_train: np.ndarray, alias
 
 def split_inputs(cfg: TrainConfig, prepared: Prepared) -> tuple[CharVocab, WorkerInputs, dict]:
     """The vocabulary (training split only), the workers' inputs and each split's count of texts over max_length."""
-    from tagging.augment import alias_table_for
-
     texts, y = prepared.texts_and_targets("train")
     vocab = CharVocab.fit(texts)
     truncated = {name: int((prepared.split(name)["length"] > cfg.model.max_length).sum()) for name in ("train", "val", "test")}

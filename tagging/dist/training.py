@@ -144,8 +144,11 @@ def run_record(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab) -> dict:
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
-    return {k: v for key, value in d.items() for k, v in (_flat(value, f"{prefix}{key}.").items() if isinstance(value, dict)
-                                                         else [(f"{prefix}{key}", value)])}
+    """Nested config dict -> {"model.num_filters": 64, ...}."""
+    out = {}
+    for key, value in d.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
 
 
 def record_differences(old: dict, new: dict) -> list[str]:
