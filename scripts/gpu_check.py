@@ -6,7 +6,7 @@ parity, a DDP step through a real process group, and samples/s at batch sizes 32
 Needs only torch, onnx / onnxruntime and the Ray-free core (``tagging``): it never imports Ray,
 so it runs on a bare GPU node. It trains the default char-CNN (``tagging.config.ModelConfig()``)
 on generated data (``tagging.synth``) with the epoch function the Ray Train worker calls
-(``tagging.train_loop.train_epoch``), then checks, each with a stated tolerance:
+(``tagging.training.train_epoch``), then checks, each with a stated tolerance:
 
 - ``loss_vs_cpu``: the per-epoch training loss against a CPU fp32 run of the same seed, same
   batches (relative difference). Two CPU fp32 runs must agree to 1e-6; a CUDA or AMP run to 0.1
@@ -63,24 +63,23 @@ def train(model: torch.nn.Module, texts: list[str], y: np.ndarray, vocab: CharVo
     """Train ``model`` (already on ``device``) for ``epochs``; returns the mean loss per epoch.
 
     The only function here that calls training code, so it can follow a refactor of the epoch:
-    the Ray worker's pieces (``make_loss``, AdamW, length-bucketed batches with concatenation
-    augmentation, ``train_epoch``). ``amp``: 'off' (fp32), 'bf16' (autocast around the epoch) or
-    'fp16' (``train_epoch``'s own float16 autocast with a GradScaler, CUDA only).
+    the Ray worker's pieces (``make_loss``, AdamW, ``training_batches`` with concatenation
+    augmentation, ``train_epoch``). ``amp``: 'off' (fp32), 'bf16' (``train_epoch``'s bf16 autocast) or
+    'fp16' (its float16 autocast with a GradScaler, CUDA only).
     """
     from tagging.augment import with_concat
-    from tagging.train_loop import iter_batches, make_loss, train_epoch
+    from tagging.training import make_loss, train_epoch, training_batches
 
     rng = np.random.default_rng(seed)
     loss_fn = make_loss(y.sum(0), len(y), cfg.imbalance)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     losses = []
     for _ in range(epochs):
         epoch_texts, epoch_y = with_concat(texts, y, cfg.concat_rate, rng)
-        batches = iter_batches(epoch_texts, epoch_y, vocab, cfg.batch_size, cfg.model.max_length, rng)
-        with autocast:
-            loss, _seen = train_epoch(model, batches, loss_fn, optimizer, device, scaler)
+        batches = training_batches(epoch_texts, epoch_y, vocab, cfg.batch_size, cfg.bucket_batches, cfg.model.max_length, rng, rng)
+        loss, _seen = train_epoch(model, batches, loss_fn, optimizer, device, amp_dtype, scaler)
         losses.append(float(loss))
     return losses
 
