@@ -9,7 +9,6 @@ import pytest
 from tagging.artifact import code_version, package_versions
 from tagging.dist.training import RUN_RECORD, RunMismatch, check_resume, record_differences
 
-pytestmark = pytest.mark.unit
 
 
 def _record(**changes) -> dict:

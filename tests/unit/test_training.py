@@ -14,7 +14,6 @@ from tagging.config import load_config
 from tagging.training import ModelTraining, WorkerInputs, fit_in_process, mixed_precision, training_batches, worker_inputs
 from tagging.vocab import CharVocab
 
-pytestmark = pytest.mark.unit
 
 TEXTS = ["pytorch cnn for images", "bert transformer text", "yolo object detection", "gpt language model",
          "segmentation unet medical", "tabular gradient boosting"] * 8
