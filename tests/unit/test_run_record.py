@@ -10,7 +10,6 @@ from tagging.artifact import code_version, package_versions
 from tagging.dist.training import RUN_RECORD, RunMismatch, check_resume, record_differences
 
 
-
 def _record(**changes) -> dict:
     rec = {"data_hash": "a" * 64, "config": {"seed": 42, "learning_rate": 0.003, "max_failures": 2, "model": {"filter_widths": (1, 2)}},
            "labels": ["nlp", "vision"], "vocabulary": ["a", "b"], "code": {"tagging": "0.1.0", "git_sha": "abc"}}
