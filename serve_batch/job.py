@@ -1,7 +1,8 @@
 """`tagging score`: plan -> (resume) -> Ray Data read -> actor-pool ONNX scoring -> commit per
 unit -> duplicate-id pass -> summary.json -> _SUCCESS.
 
-Exactly once: every input record belongs to one ReadUnit (a file, or a Parquet row group).
+Exactly once: every input record belongs to one ReadUnit (a file, a Parquet row group or a row
+range of one, a byte range of a big text file: ``tagging.readers``).
 Scoring actors write a unit's fragments to ``_staging/<attempt>/`` and return receipts; the
 driver commits a unit when the receipts cover its records 0..n-1 exactly once (a count and a
 range check), by moving the files into place and then writing ``_commits/<unit>.json``. A rerun
@@ -33,7 +34,7 @@ from serve_batch import pins
 from serve_batch.faults import FaultPlan, maybe_fault
 from serve_batch.lease import open_lease
 from serve_batch.layout import COMMITS, REJECTS, RUN, STAGING, SUCCESS, SUMMARY, OutputLayout, ScoreError, check_date
-from tagging.readers import InputError, ReadUnit, check_columns, plan_units, resolve_filesystem
+from tagging.readers import InputError, ReadUnit, check_columns, check_readable, plan_units, resolve_filesystem
 
 RUN_SCHEMA = 1
 GPU_SHARE = 0.25  # default GPUs per scoring actor on a GPU cluster (4 actors per GPU)
@@ -61,8 +62,14 @@ class ScoreOptions:
     tasks_per_actor: int = 2
     """Work items queued at each actor (1 = an actor waits for the driver between items)."""
     slice_rows: int = 4096
-    """Records per work item of a Parquet row group (an actor reads, scores and stages one
-    item at a time; commits stay per unit)."""
+    """Records per staged fragment: an actor reads its unit once and scores and stages this many
+    records at a time (its memory follows this, not the unit)."""
+    unit_rows: int = 65_536
+    """A Parquet row group over this many rows is cut into equal row ranges of at most this many
+    (the resume granularity: a kill redoes at most this many rows per unit in flight)."""
+    unit_mb: float = 8.0
+    """An uncompressed JSON Lines / CSV file over this many MiB is cut into byte ranges of about
+    this size at line boundaries (parallel reading; the resume granularity of text files)."""
     batch_size: int = 64
     """Texts per ONNX Runtime call (texts of similar length are batched together)."""
     precision: str = "fp32"
@@ -119,24 +126,17 @@ def _log_stderr(msg: str) -> None:
 # ----------------------------------------------------------------------------- planning
 
 
-def plan(inputs: Sequence[str], cfg) -> list[ReadUnit]:
+def plan(inputs: Sequence[str], cfg, unit_rows: int = 65_536, unit_mb: float = 8.0) -> list[ReadUnit]:
     """Read units of the inputs; a missing, unreadable or column-less file fails here, before any scoring."""
     if not inputs:
         raise InputError("no --input given")
     try:
-        units = plan_units(list(inputs))
+        units = plan_units(list(inputs), parquet_unit_rows=unit_rows, text_unit_bytes=max(1, int(unit_mb * 2**20)))
     except (pa.ArrowException, OSError) as exc:  # unreadable Parquet footer, permissions, ...
         raise InputError(f"cannot read input: {str(exc).splitlines()[0]}") from None
     for unit in units:
-        if unit.part == 0 and unit.fmt != "parquet":
-            fs, path = resolve_filesystem(unit.path)
-            try:
-                with fs.open_input_stream(path) as f:
-                    head = f.read(1024)
-            except OSError as exc:
-                raise InputError(f"{unit.path}: unreadable ({str(exc).splitlines()[0]})") from None
-            if unit.fmt == "json" and head.strip() and not head.lstrip().startswith(b"["):
-                raise InputError(f"{unit.path}: a .json file must hold a JSON array of records (use .jsonl for JSON Lines)")
+        if unit.start == 0 and unit.fmt != "parquet":
+            check_readable(unit)
     try:
         check_columns(units, cfg, need_tags=False)
     except (pa.ArrowException, OSError) as exc:
@@ -148,7 +148,8 @@ def run_record(units: Sequence[ReadUnit], art, opts: ScoreOptions) -> dict:
     """What this date is scored with (model, output options, each unit with its file's identity:
     size, mtime, ETag on S3); a resumed run must match it, and _SUCCESS needs the inputs unchanged."""
     idents = pins.identities(units)
-    out = [{"name": u.name, "path": u.path, "fmt": u.fmt, "part": u.part, **idents[u.path]} for u in units]
+    out = [{"name": u.name, "path": u.path, "fmt": u.fmt, "part": u.part, "start": u.start, "stop": u.stop,
+            **idents[u.path]} for u in units]
     return {"schema": RUN_SCHEMA, "model_sha": art.sha, "model_version": art.model_version, "model_path": str(art.path),
             "precision": opts.precision, "top_k": opts.top_k, "units": out, "inputs": idents}
 
@@ -237,7 +238,8 @@ class Committer:
             rows += rec["rows"]
             rejects += rec["rejects"]
         u = self.units[unit]
-        marker = {"unit": unit, "path": u.path, "fmt": u.fmt, "part": u.part, "records": p.total, "rows": rows,
+        marker = {"unit": unit, "path": u.path, "fmt": u.fmt, "part": u.part, "start": u.start, "stop": u.stop,
+                  "records": p.total, "rows": rows,
                   "rejects": rejects, "files": files, "reject_files": reject_files, "attempt": self.attempt,
                   "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         def before_marker():
@@ -286,7 +288,7 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
     from serve_batch.stages import ScoreStage, work_items
 
     actors, cpa, gpa = sizing
-    items = work_items(list(units), opts.slice_rows)
+    items = work_items(list(units))
     actors = max(1, min(actors, len(items)))  # more actors than work items would idle
     # One block per work item and one item per actor call: a free actor takes the next slice.
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -302,7 +304,7 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
             ScoreStage,
             fn_constructor_kwargs={"model_dir": str(art.path), "model_sha": art.sha, "precision": opts.precision, "threads": opts.threads,
                                    "batch_size": opts.batch_size, "top_k": opts.top_k, "staging_uri": staging_uri,
-                                   "cfg": art.config.data, "fault": opts.fault},
+                                   "cfg": art.config.data, "fault": opts.fault, "chunk": opts.slice_rows},
             # items queued per actor: the next one is already there when the current one ends (with 1,
             # an actor idled for a scheduling round trip after every item: 15-25% of the time with int8)
             compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=opts.tasks_per_actor),
@@ -353,7 +355,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
     layout = OutputLayout(opts.output, opts.date)
     if layout.succeeded() and not opts.overwrite:  # read-only fast path: no lease needed
         return _finished(layout, opts, log)
-    units = plan(opts.inputs, art.config.data)
+    units = plan(opts.inputs, art.config.data, opts.unit_rows, opts.unit_mb)
     layout.mkdirs()
     with open_lease(layout, run_id, ttl_s=opts.lease_ttl_s, wait_s=opts.wait_s, enabled=opts.lease) as lease:
         if layout.succeeded() and not opts.overwrite:

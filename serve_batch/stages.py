@@ -1,13 +1,15 @@
-"""The Ray Data stage of `tagging score`: read a slice of a unit, score it, stage fragments.
+"""The Ray Data stage of `tagging score`: read a unit, score it, stage fragments.
 
-Each work item is a slice of one ReadUnit: records ``start..stop-1`` of a Parquet row group
-(cut at plan time from the footer's row count), or a whole CSV / JSON Lines / JSON file. A
-scoring actor reads its item with the core's ``read_unit`` (the same parse, validation and
-normalization as training), scores the valid records, writes the fragment's scored rows and
-rejects to the run's staging directory, and returns a small *receipt* per fragment (unit,
-record ranges, counts, file names, the unit's record count when known). Only receipts reach
-the driver. Reading inside the actor keeps the texts out of the object store: no read tasks,
-no inter-stage blocks, so nearly all the CPU goes to ONNX Runtime.
+Each work item is one ReadUnit (``tagging.readers``): a Parquet row group or a row range of
+one (at most ``unit_rows`` rows, cut at plan time from the footer), a byte range of a big
+JSON Lines / CSV file, or a whole file. A scoring actor reads its item once, streaming, with
+the core's ``read_unit`` (the same parse, validation and normalization as training), scores
+the valid records ``chunk`` at a time, writes each fragment's scored rows and rejects to the
+run's staging directory, and returns a small *receipt* per fragment (unit, record ranges,
+counts, file names, the unit's record count when known). Only receipts reach the driver.
+Reading inside the actor keeps the texts out of the object store: no read tasks, no
+inter-stage blocks, so nearly all the CPU goes to ONNX Runtime. Memory per actor follows the
+fragment (``chunk`` records), not the unit.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ import pyarrow.parquet as pq
 from serve_batch.faults import FaultPlan, maybe_fault
 from serve_batch.layout import part_name
 from tagging.config import DataConfig
-from tagging.readers import Reject, ReadUnit, read_unit, resolve_filesystem, row_group_rows
+from tagging.readers import Reject, ReadUnit, read_unit, resolve_filesystem, unit_records
 
-RECORDS_PER_CHUNK = 8192  # records per fragment of a whole-file item (bounds an actor's memory)
-SLICE_ROWS = 4096  # records per work item of a Parquet row group: small items spread over every actor
+RECORDS_PER_CHUNK = 4096  # records per fragment (bounds an actor's memory; one staged file each)
 
 RECEIPT_SCHEMA = pa.schema([
     ("unit", pa.string()),
@@ -37,30 +38,22 @@ RECEIPT_SCHEMA = pa.schema([
 ])
 
 
-def work_items(units: list[ReadUnit], slice_rows: int = SLICE_ROWS) -> list[dict]:
-    """Work items of the units, in unit order: Parquet row groups cut into slices of
-    ``slice_rows`` records (``total`` = the row group's records), other files whole (``stop``
-    and ``total`` -1: the record count is known once the file is read)."""
+def work_items(units: list[ReadUnit]) -> list[dict]:
+    """One work item per unit, in unit order: the unit's fields and ``total``, its record count
+    when the plan knows it (Parquet), else -1 (known once the unit is read)."""
     items = []
     for unit in units:
-        base = {"path": unit.path, "fmt": unit.fmt, "part": unit.part, "file_index": unit.file_index}
-        if unit.fmt != "parquet":
-            items.append({**base, "start": 0, "stop": -1, "total": -1})
-            continue
-        total = row_group_rows(unit)
-        for start in range(0, max(total, 1), slice_rows):
-            items.append({**base, "start": start, "stop": min(start + slice_rows, total), "total": total})
+        total = unit_records(unit)
+        items.append({**unit.to_dict(), "total": -1 if total is None else total})
     return items
 
 
 def read_item(item: dict, cfg: DataConfig, chunk: int = RECORDS_PER_CHUNK):
     """(unit name, first record, [Row | Reject]) chunks of a work item, then (name, -1, total)."""
-    unit = ReadUnit(item["path"], item["fmt"], int(item["part"]), int(item["file_index"]))
-    start, stop = int(item["start"]), int(item["stop"])
+    unit = ReadUnit.from_dict(item)
     recs: list = []
-    seq = start
-    first = start
-    for rec in read_unit(unit, cfg, need_tags=False, start=start, stop=None if stop < 0 else stop):
+    seq = first = 0
+    for rec in read_unit(unit, cfg, need_tags=False):
         recs.append(rec)
         seq += 1
         if len(recs) >= chunk:
@@ -68,7 +61,7 @@ def read_item(item: dict, cfg: DataConfig, chunk: int = RECORDS_PER_CHUNK):
             recs, first = [], seq
     if recs:
         yield unit.name, first, recs
-    yield unit.name, -1, int(item["total"]) if int(item["total"]) >= 0 else seq
+    yield unit.name, -1, seq
 
 
 def pinned_scorer(model_dir: str, model_sha: str, precision: str, threads: int, batch_size: int):
@@ -93,7 +86,8 @@ class ScoreStage:
     """Actor UDF: one ONNX Runtime session per actor, loaded once in __init__."""
 
     def __init__(self, model_dir: str, model_sha: str, precision: str, threads: int, batch_size: int,
-                 top_k: int | None, staging_uri: str, cfg: DataConfig, fault: FaultPlan | None = None) -> None:
+                 top_k: int | None, staging_uri: str, cfg: DataConfig, fault: FaultPlan | None = None,
+                 chunk: int = RECORDS_PER_CHUNK) -> None:
         self.scorer = pinned_scorer(model_dir, model_sha, precision, threads, batch_size)
         art = self.scorer.art
         self.model_version = art.model_version
@@ -101,12 +95,13 @@ class ScoreStage:
         self.fs, self.staging = resolve_filesystem(staging_uri)
         self.cfg = cfg
         self.fault = fault
+        self.chunk = chunk
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         receipts = []
         for item in batch.to_pylist():
             mine, total, unit = [], -1, None
-            for unit, first, recs in read_item(item, self.cfg):
+            for unit, first, recs in read_item(item, self.cfg, self.chunk):
                 if first < 0:
                     total = recs
                     continue

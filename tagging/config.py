@@ -40,6 +40,8 @@ class DataConfig:
     """Delimiter of tags given as a plain string."""
     max_text_chars: int = 10_000
     """Rows with longer texts (characters, before normalization) are rejected as too long (> 0)."""
+    csv_delimiter: str = "auto"
+    """CSV field delimiter: auto (tab for .tsv, else the one of , ; tab | the header holds most), or the character itself ("tab" for a tab)."""
     lowercase: bool = True
     """Lowercase texts during normalization."""
     remove_stopwords: bool = False
@@ -151,6 +153,8 @@ def validate(cfg: TrainConfig) -> None:
     d, m = cfg.data, cfg.model
     checks = [
         ("data.max_text_chars", d.max_text_chars > 0, "must be > 0"),
+        ("data.csv_delimiter", d.csv_delimiter in ("auto", "tab", "\\t") or len(d.csv_delimiter) == 1,
+         "must be auto, tab or one character"),
         ("data.val_fraction", 0 < d.val_fraction < 0.5, "must be in (0, 0.5)"),
         ("data.test_fraction", 0 < d.test_fraction < 0.5, "must be in (0, 0.5)"),
         ("data.min_tag_freq", d.min_tag_freq >= 1, "must be >= 1"),

@@ -39,7 +39,7 @@ class _ReadUnits:
 
     def __call__(self, batch: pd.DataFrame) -> Iterator[pd.DataFrame]:
         for rec in batch.to_dict("records"):
-            unit = ReadUnit(rec["path"], rec["fmt"], int(rec["part"]), int(rec["file_index"]))
+            unit = ReadUnit.from_dict(rec)
             yield from unit_rows(unit, self.cfg, self.need_tags)
 
 
@@ -47,7 +47,7 @@ def read_dataset(units: Sequence[ReadUnit], cfg: DataConfig, need_tags: bool, nu
     """A Ray Dataset of every record of ``units``: valid rows (ok) and rejects (not ok)."""
     import ray
 
-    items = [{"path": u.path, "fmt": u.fmt, "part": u.part, "file_index": u.file_index} for u in units]
+    items = [u.to_dict() for u in units]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
     fn = _ReadUnits(cfg, need_tags)
     return ds.map_batches(fn, batch_size=1, batch_format="pandas", num_cpus=num_cpus)

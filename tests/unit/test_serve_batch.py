@@ -235,7 +235,7 @@ def test_read_item_yields_every_record_in_chunks_then_the_count(tmp_path):
     write_corpus(df, str(tmp_path / "x.jsonl"))
     units = plan_units([str(tmp_path / "x.jsonl")])
     (item,) = work_items(units)
-    assert (item["start"], item["stop"], item["total"]) == (0, -1, -1)  # a text file is one item
+    assert (item["start"], item["stop"], item["total"]) == (0, -1, -1)  # a small text file is one whole item
     out = list(read_item(item, DataConfig(), chunk=25))
     n = 60 + JSONL_EXTRA_RAW_LINES
     assert [first for _, first, _ in out] == list(range(0, n, 25)) + [-1]
@@ -248,25 +248,27 @@ def test_read_item_yields_every_record_in_chunks_then_the_count(tmp_path):
     assert all(r.text == r.text.strip() and r.text == r.text.lower() for r in recs if not isinstance(r, Reject))
 
 
-def test_parquet_row_groups_are_cut_into_slices_that_cover_them_exactly(tmp_path):
+def test_parquet_row_groups_are_cut_into_row_ranges_that_cover_them_exactly(tmp_path):
     from tagging.readers import read_unit
 
     n = 1000
-    pq.write_table(pa.table({"id": [str(i) for i in range(n)], "text": [f"text {i}" for i in range(n)]}),
-                   tmp_path / "x.parquet", row_group_size=600)
-    units = plan_units([str(tmp_path / "x.parquet")])
-    items = work_items(units, slice_rows=256)
+    pq.write_table(pa.table({"id": [str(i) for i in range(n)], "text": [f"text {i}" for i in range(n)],
+                             "other": [b"x" * 50] * n}), tmp_path / "x.parquet", row_group_size=600)
+    units = plan_units([str(tmp_path / "x.parquet")], parquet_unit_rows=256)
+    items = work_items(units)
+    # 600 rows: 3 equal ranges of 200; 400 rows: 2 of 200 (equal ranges keep actors evenly loaded)
     assert [(i["part"], i["start"], i["stop"], i["total"]) for i in items] == [
-        (0, 0, 256, 600), (0, 256, 512, 600), (0, 512, 600, 600), (1, 0, 256, 400), (1, 256, 400, 400)]
+        (0, 0, 200, 200), (0, 200, 400, 200), (0, 400, 600, 200), (1, 0, 200, 200), (1, 200, 400, 200)]
+    assert len({u.name for u in units}) == 5 and [u.name for u in units] == sorted(u.name for u in units)
     ids, sources = [], []
     for item in items:
-        for _, first, chunk in read_item(item, DataConfig()):
+        for _, first, chunk in read_item(item, DataConfig(), chunk=64):
             if first >= 0:
                 ids += [r.id for r in chunk]
                 sources += [r.source for r in chunk]
     assert ids == [str(i) for i in range(n)]  # every record once, in file order
     assert sources[600].endswith(":row 601")  # sources count rows across row groups
-    whole = [r.id for u in units for r in read_unit(u, DataConfig(), need_tags=False)]
+    whole = [r.id for u in plan_units([str(tmp_path / "x.parquet")]) for r in read_unit(u, DataConfig(), need_tags=False)]
     assert whole == ids
 
 
