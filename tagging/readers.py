@@ -282,6 +282,7 @@ def plan_units(uris: Sequence[str], parquet_unit_rows: int = PARQUET_UNIT_ROWS,
             log.info(f"{full}: a quote is open at a line end (quoted multi-line fields or a stray quote): "
                      f"read as one unit, not split into {len(ranges)} byte ranges")
             ranges = [(0, -1)]
+        ranges[-1] = (ranges[-1][0], -1)  # the last range reads to the end of the file
         units.extend(ReadUnit(full, fmt, 0, index, a, b) for a, b in ranges)
     return units
 
