@@ -315,3 +315,149 @@ def format_table(r: dict) -> str:
                  + (f"; int8/fp32 pipeline {r['int8_over_fp32']:.2f} (ceiling {r['int8_ceiling_over_fp32_ceiling']:.2f}),"
                     f" int8 F1 delta {r['int8_f1_delta']:+.4f}" if r.get("int8_over_fp32") else ""))
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- layouts (issue 14)
+
+LAYOUTS = ("parquet-big", "parquet-small", "jsonl", "jsonl-gz", "csv")
+"""parquet-big: one row group per file (pyarrow's default size, 1Mi rows); parquet-small:
+row groups of ``unit_rows``; jsonl: one JSON Lines file; jsonl-gz: the same gzipped (one
+unit); csv: one CSV file written by the csv module."""
+
+
+def write_layout(df, folder: Path, layout: str, unit_rows: int, copies: int = 1) -> Path:
+    """One file of ``df`` x ``copies`` rows (ids unique per copy) in ``layout``; returns it."""
+    import csv as csv_module
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = [f"{i}-c{k:02d}" if copies > 1 else str(i) for k in range(copies) for i in df["id"]]
+    texts = df["text"].tolist() * copies
+    tags = [list(t) for t in df["tags"]] * copies
+    if layout.startswith("parquet"):
+        path = folder / "data.parquet"
+        table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string()),
+                          "tags": pa.array(tags, pa.list_(pa.string()))})
+        pq.write_table(table, path, row_group_size=unit_rows if layout == "parquet-small" else None)
+        return path
+    if layout == "csv":
+        path = folder / "data.csv"
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv_module.writer(f)
+            w.writerow(["id", "text", "tags"])
+            w.writerows(zip(ids, texts, (json.dumps(t) for t in tags)))
+        return path
+    path = folder / ("data.jsonl.gz" if layout == "jsonl-gz" else "data.jsonl")
+    opener = gzip.open if layout == "jsonl-gz" else open
+    with opener(path, "wt", encoding="utf-8") as f:
+        for rid, text, t in zip(ids, texts, tags):
+            f.write(json.dumps({"id": rid, "text": text, "tags": t}, ensure_ascii=False) + "\n")
+    return path
+
+
+def dedup_driver_memory(ids: int, work: Path, files: int = 100, log=print) -> dict:
+    """Peak RSS of the duplicate-id pass's search (``find_duplicates``) over ``ids`` ids in
+    ``files`` part files (1% duplicates), in a fresh process: the driver's share of the pass."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    date_dir = work / "dedup" / f"date={DATE}"
+    date_dir.mkdir(parents=True, exist_ok=True)
+    per = ids // files
+    for k in range(files):
+        rows = np.arange(k * per, (k + 1) * per)
+        rows[::100] = rows[::100] // 2  # 1% repeat an earlier id
+        pq.write_table(pa.table({"id": pa.array([f"id-{i:012d}" for i in rows], pa.string())}),
+                       date_dir / f"part-{k:05d}-00000-0000000000.parquet")
+    code = ("import json, resource, sys, time; from serve_batch.layout import OutputLayout; "
+            "from serve_batch.dedup import find_duplicates; "
+            f"lay = OutputLayout({str(work / 'dedup')!r}, {DATE!r}); "
+            "files = sorted(i.path for i in lay.list() if i.path.endswith('.parquet')); "
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; t0 = time.time(); "
+            "d = find_duplicates(lay, files); "
+            "print(json.dumps({'dups': sum(map(len, d.values())), 's': time.time() - t0, "
+            "'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'base_mb': base / 1024}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out.update(ids=per * files, files=files, bytes_per_id=(out["peak_mb"] - out["base_mb"]) * 2**20 / (per * files))
+    log(f"duplicate-id pass over {per * files} ids: peak RSS {out['peak_mb']:.0f} MiB (imports {out['base_mb']:.0f} MiB; "
+        f"{out['bytes_per_id']:.0f} B/id), {out['s']:.1f}s, {out['dups']} duplicates")
+    return out
+
+
+def bench_layouts(model: str, layouts: list[str], rows: int = 200_000, scale: int = 10, unit_rows: int = 20_000,
+                  batch_size: int = 64, actors: int | None = None, cpus_per_actor: float = 0.75,
+                  precision: str | None = None, work_dir: str | None = None, seed: int = 7,
+                  ceiling_repeats: int = 2, dedup_ids: int = 0, log=print) -> dict:
+    """Per input layout, on the same rows and model: pipeline docs/s over the single-process
+    ceiling, and peak RSS at N and N x ``scale`` rows; optionally the duplicate pass's memory."""
+    from tagging.artifact import load_artifact
+    from tagging.synth import generate_corpus
+    from tagging.text import normalize
+
+    art = load_artifact(model)
+    precision = precision or ("int8" if (art.manifest.get("int8") or {}).get("accepted") else "fp32")
+    n_actors = actors or (os.cpu_count() or 1)
+    threads = n_actors * max(1, round(cpus_per_actor))
+    work = Path(work_dir or tempfile.mkdtemp(prefix="bench-layouts-"))
+    work.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    df = generate_corpus(rows, seed=seed)
+    cfg = art.config.data
+    texts = [normalize(t, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords) for t in df["text"]]
+    runs = [ceiling(art, precision, texts, threads, batch_size, log)[0] for _ in range(max(1, ceiling_repeats))]
+    ceil = max(runs, key=lambda r: r["docs_per_s"])
+    per_layout = {}
+    for layout in layouts:
+        out = {}
+        for mult in (1, scale):
+            folder = work / f"in-{layout}-{mult}x"
+            path = write_layout(df, folder, layout, unit_rows, copies=mult)
+            run = run_pipeline(str(art.path), folder, work / f"out-{layout}-{mult}x", precision, batch_size, actors,
+                               cpus_per_actor, log)
+            run["input_mb"] = path.stat().st_size / 2**20
+            out[f"{mult}x"] = run
+        n, big = out["1x"], out[f"{scale}x"]
+        per_layout[layout] = {"docs_per_s": n["docs_per_s"], "over_ceiling": n["docs_per_s"] / ceil["docs_per_s"],
+                              "docs_per_s_scaled": big["docs_per_s"],
+                              "over_ceiling_scaled": big["docs_per_s"] / ceil["docs_per_s"],
+                              "rss_1x_mb": n["peak_rss_mb"], "rss_scaled_mb": big["peak_rss_mb"],
+                              "rss_scaled_over_1x": big["peak_rss_mb"] / n["peak_rss_mb"],
+                              "pss_scaled_over_1x": big["peak_pss_mb"] / n["peak_pss_mb"], "runs": out}
+    result = {"model": str(art.path), "precision": precision, "rows": rows, "scale": scale, "unit_rows": unit_rows,
+              "batch_size": batch_size, "actors": n_actors, "cpus_per_actor": cpus_per_actor, "ceiling_threads": threads,
+              "cpus": os.cpu_count(), "ceiling": ceil, "layouts": per_layout,
+              "load_avg_before": [round(x, 2) for x in load_before]}
+    if "parquet-big" in per_layout and "parquet-small" in per_layout:
+        result["big_over_small_row_groups"] = per_layout["parquet-big"]["docs_per_s"] / per_layout["parquet-small"]["docs_per_s"]
+    if dedup_ids:
+        result["dedup"] = dedup_driver_memory(dedup_ids, work, log=log)
+    result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["work_dir"] = str(work)
+    result["table"] = format_layouts(result)
+    return result
+
+
+def format_layouts(r: dict) -> str:
+    lines = [f"bench-score --layout: {r['rows']} rows (and {r['scale']}x), {r['precision']}, {r['cpus']} CPUs, "
+             f"{r['actors']} actors x {r['cpus_per_actor']} CPU, batch {r['batch_size']}; ceiling "
+             f"{r['ceiling']['docs_per_s']:.0f} docs/s ({r['ceiling_threads']} threads); load {r['load_avg_before']} -> "
+             f"{r['load_avg_after']}",
+             f"{'layout':16}{'docs/s':>9}{'x ceil':>8}{'docs/s ' + str(r['scale']) + 'N':>12}{'x ceil':>8}"
+             f"{'RSS N MiB':>11}{'RSS ' + str(r['scale']) + 'N':>9}{str(r['scale']) + 'N/N':>7}{'PSS':>6}"]
+    for name, v in r["layouts"].items():
+        lines.append(f"{name:16}{v['docs_per_s']:>9.0f}{v['over_ceiling']:>8.2f}{v['docs_per_s_scaled']:>12.0f}"
+                     f"{v['over_ceiling_scaled']:>8.2f}{v['rss_1x_mb']:>11.0f}{v['rss_scaled_mb']:>9.0f}"
+                     f"{v['rss_scaled_over_1x']:>7.2f}{v['pss_scaled_over_1x']:>6.2f}")
+    if "big_over_small_row_groups" in r:
+        lines.append(f"one big row group / small row groups: {r['big_over_small_row_groups']:.2f}")
+    if "dedup" in r:
+        d = r["dedup"]
+        lines.append(f"duplicate-id pass, {d['ids']} ids: driver peak RSS {d['peak_mb']:.0f} MiB "
+                     f"({d['bytes_per_id']:.0f} B/id over imports), {d['s']:.1f}s")
+    return "\n".join(lines)

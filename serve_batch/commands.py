@@ -92,12 +92,30 @@ def bench_score(
     work_dir: Annotated[Optional[Path], typer.Option(help="Where generated data and outputs go.", show_default="a temporary directory")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated rows.")] = 7,
     ceiling_repeats: Annotated[int, typer.Option(help="Runs of each single-process ceiling; the best is the ceiling.")] = 2,
+    layout: Annotated[Optional[list[str]], typer.Option(help="Measure input layouts instead (repeatable, or 'all'): parquet-big, parquet-small, jsonl, jsonl-gz, csv; each at N and N x --scale rows, --rss-precision.", show_default=False)] = None,
+    dedup_ids: Annotated[int, typer.Option(help="With --layout: also the duplicate-id pass's driver memory over this many ids (0: skip).")] = 0,
 ) -> None:
-    """Throughput of the raw ONNX Runtime ceiling vs the full pipeline, fp32 vs int8, and peak RSS at N and 10N rows."""
+    """Throughput of the raw ONNX Runtime ceiling vs the full pipeline, fp32 vs int8, and peak RSS at N and 10N rows.
+
+    With --layout: the same per input layout (Parquet with one big or small row groups, one big JSON Lines file, gzipped, CSV)."""
 
     def body():
+        from serve_batch.bench import LAYOUTS, bench_layouts
         from serve_batch.bench import bench_score as run
 
+        if layout:
+            names = list(LAYOUTS) if "all" in layout else [n for item in layout for n in item.split(",") if n]
+            bad = [n for n in names if n not in LAYOUTS]
+            if bad:
+                raise typer.BadParameter(f"{bad[0]!r}: expected one of {', '.join(LAYOUTS)} or all", param_hint="--layout")
+            result = bench_layouts(str(model), names, rows=rows, scale=scale, unit_rows=unit_rows, batch_size=batch_size,
+                                   actors=actors, cpus_per_actor=cpus_per_actor, precision=rss_precision,
+                                   work_dir=str(work_dir) if work_dir else None, seed=seed,
+                                   ceiling_repeats=ceiling_repeats, dedup_ids=dedup_ids)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1) + "\n")
+            typer.echo(result["table"])
+            return
         result = run(str(model), rows=rows, scale=scale, unit_rows=unit_rows, batch_size=batch_size, actors=actors,
                      cpus_per_actor=cpus_per_actor, rss_precision=rss_precision,
                      work_dir=str(work_dir) if work_dir else None, seed=seed, ceiling_repeats=ceiling_repeats)
