@@ -11,8 +11,9 @@ staging and an atomic move.
 Resume: removing later occurrences never changes which occurrence is first, so a rerun after a
 kill recomputes the same answer from the files as they are; a part file already rewritten has
 nothing left to move, one whose rewrite did not happen is rewritten (its dup file is replaced
-with identical content). Granularity: one part file. Memory: 16 bytes per scored row on the
-driver (hash, file, row), not the ids themselves.
+with identical content). Granularity: one part file. Memory: about 40 bytes per id on the
+driver (hash, file, row, sort order), not the ids themselves, for at most ``PASS_IDS`` ids at a
+time: a bigger date is searched in passes over hash partitions (``find_duplicates``).
 """
 
 from __future__ import annotations
@@ -44,14 +45,41 @@ def _read_column(layout: OutputLayout, path: str, column: str) -> pa.ChunkedArra
     return pq.read_table(path, columns=[column], filesystem=layout.fs).column(column)
 
 
-def find_duplicates(layout: OutputLayout, files: Sequence[str]) -> dict[int, list[tuple[int, int, int]]]:
-    """{file number: [(row, first file number, first row), ...]} for every later occurrence of an id."""
+PASS_IDS = 4_000_000  # ids hashed per pass: the search's driver memory is bounded by this, not by the date
+
+
+def find_duplicates(layout: OutputLayout, files: Sequence[str], pass_ids: int = PASS_IDS) -> dict[int, list[tuple[int, int, int]]]:
+    """{file number: [(row, first file number, first row), ...]} for every later occurrence of an id.
+
+    Over ``pass_ids`` ids in all, the search runs in passes over hash partitions (equal ids
+    hash alike, so each pass is complete for its ids): each pass reads the id columns again and
+    keeps only its partition, so the driver holds ~``pass_ids`` x 40 bytes whatever the count."""
+    counts = [_num_rows(layout, path) for path in files]
+    passes = max(1, -(-sum(counts) // max(1, pass_ids)))
+    out: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for p in range(passes):
+        for fi, rows in _find_in_partition(layout, files, p, passes).items():
+            out[fi].extend(rows)
+    return dict(out)
+
+
+def _num_rows(layout: OutputLayout, path: str) -> int:
+    with layout.fs.open_input_file(path) as f:
+        return pq.ParquetFile(f).metadata.num_rows
+
+
+def _find_in_partition(layout: OutputLayout, files: Sequence[str], part: int, parts: int) -> dict[int, list[tuple[int, int, int]]]:
     hashes, file_no, row_no = [], [], []
     for i, path in enumerate(files):
         ids = _read_column(layout, path, "id").to_numpy()
-        hashes.append(pd.util.hash_array(np.asarray(ids, dtype=object), categorize=False))
-        file_no.append(np.full(len(ids), i, dtype=np.int32))
-        row_no.append(np.arange(len(ids), dtype=np.int32))
+        h = pd.util.hash_array(np.asarray(ids, dtype=object), categorize=False)
+        rows = np.arange(len(ids), dtype=np.int32)
+        if parts > 1:
+            keep = h % np.uint64(parts) == np.uint64(part)
+            h, rows = h[keep], rows[keep]
+        hashes.append(h)
+        file_no.append(np.full(len(h), i, dtype=np.int32))
+        row_no.append(rows)
     if not hashes:
         return {}
     h = np.concatenate(hashes)

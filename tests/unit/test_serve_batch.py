@@ -181,6 +181,8 @@ def test_dedup_first_occurrence_in_input_order_wins_and_is_idempotent(tmp_path):
                          ("part-00002-00000-0000000000.parquet", ["c", "f", "a"])])
     dups = find_duplicates(lay, files)
     assert {k: sorted(v) for k, v in dups.items()} == {0: [(3, 0, 1)], 1: [(1, 0, 0)], 2: [(0, 0, 2), (2, 0, 0)]}
+    for pass_ids in (1, 3, 5):  # searched in passes over hash partitions: the same answer
+        assert {k: sorted(v) for k, v in find_duplicates(lay, files, pass_ids=pass_ids).items()} == dups
 
     def boom():
         raise KeyboardInterrupt  # a kill after the dup file, before the part rewrite
