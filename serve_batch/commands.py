@@ -28,7 +28,7 @@ def score(
     batch_size: Annotated[int, typer.Option(help="Texts per ONNX Runtime call (grouped by length).")] = 64,
     slice_rows: Annotated[int, typer.Option(help="Records an actor scores and stages at a time (its memory follows this).")] = 4096,
     unit_rows: Annotated[int, typer.Option(help="A Parquet row group over this many rows is cut into row ranges of at most this many (resume granularity).")] = 65_536,
-    unit_mb: Annotated[float, typer.Option(help="An uncompressed JSON Lines / CSV file over this many MiB is cut into byte ranges of about this size at line boundaries.")] = 8.0,
+    unit_mb: Annotated[float, typer.Option(help="An uncompressed JSON Lines / CSV file over this many MiB is cut into byte ranges of about this size at line boundaries.")] = 4.0,
     precision: Annotated[Literal["fp32", "int8"], typer.Option(help="int8 needs `tagging quantize` (refused unless it passed its F1 gate).")] = "fp32",
     top_k: Annotated[Optional[int], typer.Option(help="Write only the K highest scores per row.", show_default="every tag")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a date that already finished, or discard an unfinished run made with another model or inputs.")] = False,

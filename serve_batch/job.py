@@ -67,7 +67,7 @@ class ScoreOptions:
     unit_rows: int = 65_536
     """A Parquet row group over this many rows is cut into equal row ranges of at most this many
     (the resume granularity: a kill redoes at most this many rows per unit in flight)."""
-    unit_mb: float = 8.0
+    unit_mb: float = 4.0
     """An uncompressed JSON Lines / CSV file over this many MiB is cut into byte ranges of about
     this size at line boundaries (parallel reading; the resume granularity of text files)."""
     batch_size: int = 64
@@ -126,7 +126,7 @@ def _log_stderr(msg: str) -> None:
 # ----------------------------------------------------------------------------- planning
 
 
-def plan(inputs: Sequence[str], cfg, unit_rows: int = 65_536, unit_mb: float = 8.0) -> list[ReadUnit]:
+def plan(inputs: Sequence[str], cfg, unit_rows: int = 65_536, unit_mb: float = 4.0) -> list[ReadUnit]:
     """Read units of the inputs; a missing, unreadable or column-less file fails here, before any scoring."""
     if not inputs:
         raise InputError("no --input given")

@@ -266,3 +266,17 @@ def test_killed_inside_a_split_file_then_rerun_is_exact_without_redoing_committe
     ids = scored_t.column("id").to_pylist()
     assert len(ids) == len(set(ids)) and set(ids) == set(expected["valid"])
     assert summary["rows_read"] == expected["records"] == scored_t.num_rows + rejects.num_rows
+
+
+def test_bench_score_layouts_smoke(artifact, tmp_path, ray_tmp):
+    out = tmp_path / "bench.json"
+    res = cs.run_cli(["bench-score", "--model", str(artifact), "--layout", "csv", "--rows", "400", "--scale", "2",
+                      "--ceiling-repeats", "1", "--dedup-ids", "20000", "--out", str(out), "--work-dir", str(tmp_path / "w")],
+                     {"RAY_TMPDIR": str(ray_tmp)}, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(out.read_text())
+    csv_run = result["layouts"]["csv"]
+    assert csv_run["runs"]["1x"]["rows"] == 400 and csv_run["runs"]["2x"]["rows"] == 800
+    assert csv_run["over_ceiling"] > 0 and csv_run["rss_scaled_over_1x"] > 0
+    assert result["dedup"]["ids"] == 20000 and result["dedup"]["dups"] == 200
+    assert "csv" in res.stdout and "duplicate-id pass" in res.stdout
