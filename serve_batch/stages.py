@@ -61,7 +61,8 @@ def read_item(item: dict, cfg: DataConfig, chunk: int = RECORDS_PER_CHUNK):
             recs, first = [], seq
     if recs:
         yield unit.name, first, recs
-    yield unit.name, -1, seq
+    # the plan's count when it has one (Parquet footer): a unit that read otherwise never adds up
+    yield unit.name, -1, int(item["total"]) if int(item["total"]) >= 0 else seq
 
 
 def pinned_scorer(model_dir: str, model_sha: str, precision: str, threads: int, batch_size: int):
