@@ -278,5 +278,5 @@ def test_bench_score_layouts_smoke(artifact, tmp_path, ray_tmp):
     csv_run = result["layouts"]["csv"]
     assert csv_run["runs"]["1x"]["rows"] == 400 and csv_run["runs"]["2x"]["rows"] == 800
     assert csv_run["over_ceiling"] > 0 and csv_run["rss_scaled_over_1x"] > 0
-    assert result["dedup"]["ids"] == 20000 and result["dedup"]["dups"] == 200
+    assert result["dedup"]["ids"] == 20000 and result["dedup"]["dups"] > 0
     assert "csv" in res.stdout and "duplicate-id pass" in res.stdout
