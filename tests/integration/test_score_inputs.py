@@ -22,13 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import conftest_score as cs  # noqa: E402
+import conftest_score as cs
+from serve_batch.job import ScoreOptions, run_score
+from tagging.artifact import load_artifact
 
-from serve_batch.job import ScoreOptions, run_score  # noqa: E402
-from tagging.artifact import load_artifact  # noqa: E402
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
+pytestmark = pytest.mark.timeout(400)
 UNIT_ROWS = 120  # small units so that tiny files are cut the way big ones are
 UNIT_MB = 8 / 1024  # 8 KiB byte ranges
 
