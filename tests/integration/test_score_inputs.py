@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import tempfile
-import sys
 from pathlib import Path
 
 import pyarrow as pa
