@@ -9,9 +9,13 @@ on synthetic data, then quantized to int8.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -167,3 +171,56 @@ class Store:
         scored = pa.concat_tables([pq.read_table(p, filesystem=self.fs) for p in parts]) if parts else None
         rej = pa.concat_tables([pq.read_table(p, filesystem=self.fs) for p in rejects]) if rejects else None
         return scored, rej
+
+
+@contextmanager
+def local_ray(runtime_env: dict | None = None):
+    """A local Ray of 2 CPUs for a test module (unless one is already up) whose Ray Data gives up
+    after 120 s without progress instead of hanging; shut down at the end if started here."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+    ctx = ray.data.DataContext.get_current()
+    old = ctx.execution_no_progress_timeout_s
+    ctx.execution_no_progress_timeout_s = 120
+    try:
+        yield
+    finally:
+        ctx.execution_no_progress_timeout_s = old
+        if started:
+            ray.shutdown()
+
+
+def ray_pids(ray_tmp: Path, core_only: bool = False) -> list[int]:
+    """Processes of the Ray sessions under ``ray_tmp``: by command line (raylet, GCS, monitors) or,
+    unless ``core_only``, by an open file there (workers and agents rename their process titles)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if str(ray_tmp) in (entry / "cmdline").read_text(errors="replace") or not core_only and any(
+                    str(ray_tmp) in os.readlink(fd) for fd in (entry / "fd").iterdir()):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+@contextmanager
+def private_ray_tmp(prefix: str):
+    """A short, private Ray temp dir (AF_UNIX paths are limited to 107 bytes), so a test sees every
+    process of its CLI runs and other Ray sessions on the machine are left alone; processes still
+    holding files there at the end are killed."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        yield path
+    finally:
+        for pid in ray_pids(path):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(path, ignore_errors=True)

@@ -11,10 +11,7 @@ import csv
 import gzip
 import json
 import logging
-import os
-import shutil
 import signal
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -37,18 +34,8 @@ def artifact(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ctx = ray.data.DataContext.get_current()
-    old = ctx.execution_no_progress_timeout_s
-    ctx.execution_no_progress_timeout_s = 120
-    yield
-    ctx.execution_no_progress_timeout_s = old
-    if started:
-        ray.shutdown()
+    with cs.local_ray():
+        yield
 
 
 def _frame(rows: int, seed: int, prefix: str):
@@ -199,30 +186,8 @@ def test_training_reads_the_same_files(artifact, scored, ray_local):
 
 @pytest.fixture
 def ray_tmp():
-    """A private Ray temp dir for the CLI runs (other Ray sessions on this machine are left
-    alone); processes of the runs still holding files there at the end are killed."""
-    path = Path(tempfile.mkdtemp(prefix="sbi-", dir="/tmp"))
-    yield path
-    for pid in _pids_using(path):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _pids_using(path: Path) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if str(path) in (entry / "cmdline").read_text(errors="replace") or any(
-                    str(path) in os.readlink(fd) for fd in (entry / "fd").iterdir()):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
+    with cs.private_ray_tmp("sbi-") as path:
+        yield path
 
 
 def _cli_args(artifact, inputs, out) -> list[str]:

@@ -30,22 +30,12 @@ def artifact(tmp_path_factory) -> Path:
 def ray_local(s3_server):
     """This module's own local Ray, started after the S3 server so its workers get its endpoint
     (a Ray another module left running would not have it: it is shut down first)."""
-    import os
-
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    started = True
-    s3_env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": s3_env})
-    ctx = ray.data.DataContext.get_current()
-    old = ctx.execution_no_progress_timeout_s
-    ctx.execution_no_progress_timeout_s = 120
-    yield
-    ctx.execution_no_progress_timeout_s = old
-    if started:
-        ray.shutdown()
+    with cs.local_ray(runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("AWS_")}}):
+        yield
 
 
 def _opts(artifact, inputs, out, **kw) -> ScoreOptions:

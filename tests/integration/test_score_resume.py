@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,32 +27,8 @@ def artifact(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def ray_tmp():
-    """A short, private Ray temp dir per test (AF_UNIX paths are limited to 107 bytes), so the
-    test can see every process of its runs; any still alive at the end are killed."""
-    path = Path(tempfile.mkdtemp(prefix="sbr-", dir="/tmp"))
-    yield path
-    for pid in _ray_pids(path):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _ray_pids(ray_tmp: Path, core_only: bool = False) -> list[int]:
-    """Processes of the Ray sessions under ``ray_tmp``: by command line (raylet, GCS, monitors) or,
-    unless ``core_only``, by an open file there (workers and agents rename their process titles)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if str(ray_tmp) in (entry / "cmdline").read_text(errors="replace") or not core_only and any(
-                    str(ray_tmp) in os.readlink(fd) for fd in (entry / "fd").iterdir()):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
+    with cs.private_ray_tmp("sbr-") as path:
+        yield path
 
 
 def _let_core_settle(ray_tmp: Path, timeout: float = 10) -> list[int]:
@@ -64,9 +38,9 @@ def _let_core_settle(ray_tmp: Path, timeout: float = 10) -> list[int]:
     driver): give them a moment, then rerun next to whatever is left -- leftovers must not block
     or corrupt the rerun, which is what these tests check. The fixture kills them at the end."""
     t0 = time.time()
-    while _ray_pids(ray_tmp, core_only=True) and time.time() - t0 < timeout:
+    while cs.ray_pids(ray_tmp, core_only=True) and time.time() - t0 < timeout:
         time.sleep(0.5)
-    left = _ray_pids(ray_tmp, core_only=True)
+    left = cs.ray_pids(ray_tmp, core_only=True)
     if left:
         print(f"rerunning next to {len(left)} core Ray process(es) of the killed run: {left}")
     return left
