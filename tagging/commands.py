@@ -58,6 +58,46 @@ def train(
     run_command(body)
 
 
+def distill(
+    teacher: Annotated[Path, typer.Option(help="The teacher: an artifact directory (a `tagging train` ensemble).")],
+    data: Data,
+    out: Annotated[Path, typer.Option(help="The student's artifact directory (must not exist or be empty).")] = Path("artifacts/student"),
+    unlabeled: Annotated[Optional[list[str]], typer.Option(help="More texts without labels for the teacher to score (files, dirs, URIs; ids and texts of the teacher's val/test rows are dropped). Repeatable.")] = None,
+    teacher_linear: Annotated[Optional[float], typer.Option(help="Weight 0..1 of TF-IDF + LinearSVC (calibrated on validation) in the teacher (distill.teacher_linear).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Softening temperature of the soft loss (distill.temperature).")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Weight of the hard-label loss on labeled rows (distill.alpha).")] = None,
+    student_config: Annotated[Optional[Path], typer.Option(help="Config file (JSON/YAML) on top of the teacher's config: the student's settings.")] = None,
+    sets: Sets = None,
+    run_name: Annotated[Optional[str], typer.Option(help="Run name; rerun with the same name to resume a killed run.")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard the checkpoints of an earlier run with this --run-name and start over.")] = False,
+    storage: Annotated[str, typer.Option(help="Checkpoint storage path or URI.")] = "runs",
+    address: Address = None,
+) -> None:
+    """Distill a teacher (ensemble) into one char-CNN: teacher scores by Ray Data + ONNX Runtime, the student by Ray Train.
+
+    The student's config is the teacher's, with one member and the distill.* settings (student_num_filters,
+    student_filter_widths, student_max_length, concat_pool, unlabeled) from --student-config and --set.
+    --data must be the teacher's training data: the student keeps the teacher's split.
+    """
+
+    def body():
+        from tagging.artifact import load_artifact
+        from tagging.config import load_config, to_dict
+
+        base = to_dict(load_artifact(teacher).config)
+        overrides = config_overrides({"distill.teacher_linear": teacher_linear, "distill.temperature": temperature,
+                                      "distill.alpha": alpha}, sets)
+        cfg = load_config(student_config, overrides, base=base)
+        from tagging.dist.distill import run_distillation
+
+        art = run_distillation(cfg, str(teacher), data, str(out), unlabeled=unlabeled or (), run_name=run_name,
+                               storage=storage, address=address, fresh=fresh)
+        echo_json({"artifact": str(art.path), "test": art.manifest["metrics"]["overall"],
+                   "teacher_test": art.manifest["distillation"]["teacher"]["test_metrics"]})
+
+    run_command(body)
+
+
 def show_config(
     config: ConfigFile = None,
     sets: Sets = None,
@@ -156,5 +196,5 @@ def bench_train(
     run_command(body)
 
 
-COMMANDS = {"train": train, "config": show_config, "evaluate": evaluate, "predict": predict, "synth": synth,
+COMMANDS = {"train": train, "distill": distill, "config": show_config, "evaluate": evaluate, "predict": predict, "synth": synth,
             "bench-train": bench_train}

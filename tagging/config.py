@@ -89,11 +89,42 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    enabled: bool = False
+    """`tagging train` trains the ensemble of model.ensemble members (the teacher), then one student
+    on its soft targets, and ships the student (the teacher is kept in ARTIFACT/teacher)."""
+    temperature: float = 1.0
+    """Softening of the teacher's and the student's logits in the soft loss (> 0; T^2 rescales it)."""
+    alpha: float = 0.5
+    """Weight of the hard-label loss on labeled rows (0..1); the teacher's soft targets get 1 - alpha,
+    and all of the loss on rows without labels."""
+    concat_pool: int = 8
+    """Concatenations per training row scored by the teacher before training (>= 0); each epoch
+    draws concat_rate x training rows of them (in place of concatenations made on the fly)."""
+    unlabeled: bool = True
+    """Also learn the teacher's scores on the input rows without a tag in the label space."""
+    teacher_linear: float = 0.0
+    """Weight (0..1) of a TF-IDF + LinearSVC (fit on train, calibrated on validation) in the teacher's
+    probabilities; 0 = the char-CNN ensemble alone."""
+    student_num_filters: int | None = None
+    """The student's filters per width (None = the teacher's model.num_filters)."""
+    student_filter_widths: tuple[int, ...] | None = None
+    """The student's convolution widths (None = the teacher's model.filter_widths)."""
+    student_max_length: int | None = None
+    """The student's max_length in characters (None = the teacher's model.max_length)."""
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     """Input columns, normalization, label space and split."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Architecture of the char-CNN (saved with the artifact)."""
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Knowledge distillation of the ensemble into one student (tagging distill, tagging train)."""
     seed: int = 42
     """Seeds the split, weight init and batch order."""
     batch_size: int = 32
@@ -171,6 +202,13 @@ def validate(cfg: TrainConfig) -> None:
         ("max_epochs", cfg.max_epochs > 0, "must be > 0"),
         ("concat_rate", 0 <= cfg.concat_rate <= 8, "must be in [0, 8]"),
         ("alias_examples", not cfg.alias_examples or bool(d.tags_file), "needs data.tags_file (--tags)"),
+        ("distill.temperature", cfg.distill.temperature > 0, "must be > 0"),
+        ("distill.alpha", 0 <= cfg.distill.alpha <= 1, "must be in [0, 1]"),
+        ("distill.concat_pool", cfg.distill.concat_pool >= 0, "must be >= 0"),
+        ("distill.teacher_linear", 0 <= cfg.distill.teacher_linear <= 1, "must be in [0, 1]"),
+        ("distill.student_num_filters", (cfg.distill.student_num_filters or 1) > 0, "must be > 0"),
+        ("distill.student_filter_widths", all(w > 0 for w in cfg.distill.student_filter_widths or (1,)), "must be widths > 0"),
+        ("distill.student_max_length", (cfg.distill.student_max_length or 1) > 0, "must be > 0"),
         ("workers", cfg.workers >= 0, "must be >= 0"),
         ("cpus_per_worker", cfg.cpus_per_worker > 0, "must be > 0"),
         ("batch_size", cfg.workers == 0 or cfg.batch_size >= cfg.workers, "must be >= workers"),
@@ -362,8 +400,9 @@ def merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> TrainConfig:
-    """Defaults, then the file (JSON or YAML), then ``overrides`` (dotted keys, None = unset)."""
+def load_config(path: str | Path | None = None, overrides: dict | None = None, base: dict | None = None) -> TrainConfig:
+    """Defaults (or ``base``, e.g. a teacher's config), then the file (JSON or YAML), then
+    ``overrides`` (dotted keys, None = unset)."""
     values: dict = {}
     if path is not None:
         parse, errors = json.loads, ValueError
@@ -377,7 +416,14 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise ConfigError(f"config file {path}: {str(exc).splitlines()[0]}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"config file {path} must hold a mapping")
-    return _build(TrainConfig, merge(values, overrides or {}))
+    return _build(TrainConfig, merge(_merge_nested(base or {}, values), overrides or {}))
+
+
+def _merge_nested(base: dict, values: dict) -> dict:
+    out = dict(base)
+    for key, value in values.items():
+        out[key] = _merge_nested(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def from_dict(values: dict) -> TrainConfig:

@@ -32,6 +32,10 @@ class Prepared:
     rejects: pd.DataFrame  # id, reason, source, raw
     counts: dict = field(default_factory=dict)
     data_hash: str = ""
+    unlabeled: pd.DataFrame | None = None  # id, text, length of the valid rows without a label-space tag, by id
+
+    def unlabeled_texts(self) -> list[str]:
+        return [] if self.unlabeled is None else self.unlabeled["text"].tolist()
 
     def split(self, name: str) -> pd.DataFrame:
         return self.rows[self.rows["split"] == name]
@@ -75,6 +79,7 @@ def prepare(
     y = labels.encode(list(rows["tags"]))
     labeled = y.sum(1) > 0
     unlabeled = int((~labeled).sum())
+    unlabeled_rows = rows.loc[~labeled, ["id", "text", "length"]].sort_values("id", kind="stable").reset_index(drop=True)
     rows = rows.loc[labeled].copy()
     y = y[labeled]
     rows["y"] = list(y)
@@ -96,7 +101,7 @@ def prepare(
         "rejects_by_reason": dict(sorted(Counter(r.split(":", 1)[0] for r in all_rejects["reason"]).items())),
     }
     assert counts["rows_used"] + counts["rows_rejected"] + counts["rows_unlabeled"] == rows_read
-    return Prepared(rows[["id", "text", "tags", "y", "split", "length"]], labels, all_rejects, counts, data_hash(rows))
+    return Prepared(rows[["id", "text", "tags", "y", "split", "length"]], labels, all_rejects, counts, data_hash(rows), unlabeled_rows)
 
 
 def data_hash(rows: pd.DataFrame) -> str:

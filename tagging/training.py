@@ -28,6 +28,7 @@ from tagging.augment import alias_examples, alias_table_for, with_concat
 from tagging.batching import Batch, bucket_order, encode_batch, predict_texts
 from tagging.config import TrainConfig
 from tagging.dataset import Prepared
+from tagging.distill import DistillLoss, draw_epoch_rows, packed_examples
 from tagging.metrics import evaluate, weighted_f1
 from tagging.model import CharCNN, assemble, count_parameters
 from tagging.thresholds import apply_thresholds, fit_global_threshold, fit_thresholds, select_policy
@@ -56,6 +57,10 @@ class WorkerInputs:
     empty unless ``config.alias_examples``."""
     run_dir: str | None = None
     """Storage directory of the Ray Train run (a restarted worker looks for checkpoints there); None in-process."""
+    student: bool = False
+    """A distillation student: training targets are ``tagging.distill.pack``ed (hard labels, the
+    teacher's soft targets, masks), the loss is ``DistillLoss`` and concatenations come from the
+    teacher-scored pool instead of being made on the fly."""
 
     @property
     def num_labels(self) -> int:
@@ -66,10 +71,10 @@ class WorkerInputs:
         return replace(self, config=replace(self.config, seed=self.config.seed + k), run_dir=run_dir)
 
 
-def worker_inputs(cfg: TrainConfig, vocab: CharVocab, y_train: np.ndarray, aliases: Iterable = ()) -> WorkerInputs:
+def worker_inputs(cfg: TrainConfig, vocab: CharVocab, y_train: np.ndarray, aliases: Iterable = (), student: bool = False) -> WorkerInputs:
     """``WorkerInputs`` from the training split's targets (float [rows, labels]) and an alias table."""
     aliases = tuple((tuple(forms), tuple(int(i) for i in hits)) for forms, hits in aliases) if cfg.alias_examples else ()
-    return WorkerInputs(cfg, vocab, tuple(int(c) for c in np.asarray(y_train).sum(0)), len(y_train), aliases)
+    return WorkerInputs(cfg, vocab, tuple(int(c) for c in np.asarray(y_train).sum(0)), len(y_train), aliases, student=student)
 
 
 def split_inputs(cfg: TrainConfig, prepared: Prepared) -> tuple[CharVocab, WorkerInputs, dict]:
@@ -171,10 +176,16 @@ def train_epoch(
 def augment(texts: Sequence[str], y: np.ndarray, inputs: WorkerInputs, rng: np.random.Generator,
             rank: int = 0, world: int = 1) -> tuple[list[str], np.ndarray]:
     """An epoch's training rows: ``texts`` (this rank's rows), their concatenations with partners
-    drawn from all of them (``config.concat_rate``), then this rank's share of alias examples."""
-    texts, y = with_concat(texts, y, inputs.config.concat_rate, rng)
+    drawn from all of them (``config.concat_rate``; a student draws them from its teacher-scored
+    pool), then this rank's share of alias examples."""
+    if inputs.student:
+        texts, y = draw_epoch_rows(texts, y, inputs.config.concat_rate, rng)
+    else:
+        texts, y = with_concat(texts, y, inputs.config.concat_rate, rng)
     if inputs.aliases:
         at, ay = alias_examples(inputs.aliases, inputs.num_labels, rng, rank, world)
+        if inputs.student:
+            at, ay = packed_examples(at, ay)
         texts, y = texts + at, np.concatenate([y, ay])
     return texts, y
 
@@ -244,7 +255,10 @@ class ModelTraining:
         torch.manual_seed(cfg.seed)
         model = CharCNN(inputs.vocab.size, inputs.num_labels, cfg.model)
         self.model = wrap(model) if wrap else model.to(self.device)
-        self.loss_fn = make_loss(np.asarray(inputs.label_counts), inputs.n_train, cfg.imbalance).to(self.device)
+        self.loss_fn = make_loss(np.asarray(inputs.label_counts), inputs.n_train, cfg.imbalance)
+        if inputs.student:
+            self.loss_fn = DistillLoss(self.loss_fn, cfg.distill.alpha, cfg.distill.temperature)
+        self.loss_fn = self.loss_fn.to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.amp_dtype, self.scaler = mixed_precision(self.device)
@@ -352,11 +366,12 @@ def member_run_name(run_name: str, k: int) -> str:
 
 def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, states: dict | list[dict], out: str, run_name: str,
                       inputs: list[str], truncated: dict, run_info: dict, log: Callable[[str], None] = print,
-                      threshold_policy: dict | None = None) -> Artifact:
+                      threshold_policy: dict | None = None, extra: dict | None = None) -> Artifact:
     """Best weights from a checkpoint state -> thresholds on val -> test metrics -> artifact (ONNX checked).
 
     ``threshold_policy`` ({"min_support", "shrink"}) comes from the tuning threshold stage; by
-    default it is chosen here by 5-fold cross-validation over the validation rows.
+    default it is chosen here by 5-fold cross-validation over the validation rows. ``extra``
+    goes into the manifest as it is (e.g. a student's ``distillation``).
     """
     states = [states] if isinstance(states, dict) else list(states)
     stops = [s["early_stopping"] for s in states]
@@ -391,5 +406,6 @@ def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, st
             "data": {"inputs": inputs, **prepared.counts, "truncated": truncated},
             "threshold_policy": policy,
             "parameters": count_parameters(model),
+            **(extra or {}),
         },
     )

@@ -101,11 +101,16 @@ def run_training(
     states = [train_member(inputs, datasets, run_name, k, storage, log) for k in range(cfg.model.ensemble)]
     art = finalize_artifact(cfg, prepared, vocab, states, out, run_name, list(data), truncated,
                             {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
-    rejects_path = art.path / "rejects.parquet"
-    prepared.rejects.astype({"id": "string", "reason": "string", "source": "string", "raw": "string"}).to_parquet(rejects_path, index=False)
-    art = update_manifest(art, {"rejects.parquet": rejects_path}, {})
-    log(f"[tagging] artifact {art.path} (model_version {art.model_version}); rejects: {rejects_path}")
+    art = with_rejects(art, prepared)
+    log(f"[tagging] artifact {art.path} (model_version {art.model_version}); rejects: {art.path / 'rejects.parquet'}")
     return art
+
+
+def with_rejects(art: Artifact, prepared: Prepared) -> Artifact:
+    """The artifact with its training rejects (rejects.parquet: id, reason, source, raw) added."""
+    path = art.path / "rejects.parquet"
+    prepared.rejects.astype({"id": "string", "reason": "string", "source": "string", "raw": "string"}).to_parquet(path, index=False)
+    return update_manifest(art, {"rejects.parquet": path}, {})
 
 
 def _storage_fs(storage: str):

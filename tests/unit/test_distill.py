@@ -1,0 +1,145 @@
+"""Distillation's Ray-free core: targets, the loss, the epoch's rows, the student config, the linear teacher."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from tagging.config import ConfigError, load_config
+from tagging.distill import (DistillLoss, LinearTeacher, blend, concat_pool, draw_epoch_rows, in_pool, pack,
+                             packed_examples, student_config)
+from tagging.training import make_loss
+
+
+def _packed(n=6, labels=3, has=None, pool=None, seed=0):
+    rng = np.random.default_rng(seed)
+    hard = (rng.random((n, labels)) < 0.4).astype(np.float32)
+    soft = rng.random((n, labels)).astype(np.float32)
+    has = np.ones(n) if has is None else np.asarray(has)
+    pool = np.zeros(n) if pool is None else np.asarray(pool)
+    return hard, soft, pack(hard, soft, has, pool)
+
+
+def test_pack_layout_and_pool_flags():
+    hard, soft, packed = _packed(4, 3, has=[1, 1, 0, 1], pool=[0, 1, 0, 1])
+    assert packed.shape == (4, 8) and packed.dtype == np.float32
+    np.testing.assert_array_equal(packed[:, :3], hard)
+    np.testing.assert_array_equal(packed[:, 3:6], soft)
+    np.testing.assert_array_equal(in_pool(packed), [False, True, False, True])
+    texts, ex = packed_examples(["a", "b"], np.eye(2, 3, dtype=np.float32))
+    np.testing.assert_array_equal(ex[:, :3], ex[:, 3:6])  # alias examples: soft = hard, labeled, not pool
+    assert ex[:, 6].tolist() == [1, 1] and ex[:, 7].tolist() == [0, 0]
+
+
+def test_loss_mixes_hard_and_soft_by_alpha_and_masks_unlabeled_rows():
+    torch.manual_seed(0)
+    hard, soft, packed = _packed(8, 3)
+    logits = torch.randn(8, 3)
+    base = lambda: make_loss(np.array([2, 3, 1]), 8, "pos_weight")  # noqa: E731
+    p = torch.from_numpy(packed)
+    hard_only = DistillLoss(base(), alpha=1.0, temperature=1.0)(logits, p)
+    soft_only = DistillLoss(base(), alpha=0.0, temperature=1.0)(logits, p)
+    np.testing.assert_allclose(float(hard_only), float(base()(logits, torch.from_numpy(hard))), rtol=1e-6)
+    np.testing.assert_allclose(float(soft_only), float(base()(logits, torch.from_numpy(soft))), rtol=1e-6)
+    mixed = DistillLoss(base(), alpha=0.3, temperature=1.0)(logits, p)
+    np.testing.assert_allclose(float(mixed), 0.3 * float(hard_only) + 0.7 * float(soft_only), rtol=1e-5)
+    # rows without labels learn only the soft targets, whatever alpha says
+    _, _, unlabeled = _packed(8, 3, has=np.zeros(8))
+    np.testing.assert_allclose(float(DistillLoss(base(), 0.9, 1.0)(logits, torch.from_numpy(unlabeled))),
+                               float(DistillLoss(base(), 0.0, 1.0)(logits, torch.from_numpy(unlabeled))), rtol=1e-6)
+    # a student that matches the softened teacher exactly sits at the soft loss's minimum
+    t = 2.0
+    teacher_logits = torch.logit(torch.from_numpy(soft).clamp(1e-6, 1 - 1e-6))
+    loss = DistillLoss(make_loss(np.array([2, 3, 1]), 8, "none"), 0.0, t)
+    at_teacher = float(loss(teacher_logits, p))
+    assert all(at_teacher < float(loss(teacher_logits + d, p)) for d in (-0.5, 0.5))
+
+
+def test_epoch_rows_draw_concat_rate_times_labeled_rows_from_the_pool():
+    n_base, n_pool = 10, 40
+    packed = pack(np.zeros((50, 2)), np.zeros((50, 2)), np.r_[np.ones(8), np.zeros(2), np.ones(40)], np.r_[np.zeros(10), np.ones(40)])
+    texts = [f"t{i}" for i in range(50)]
+    out_t, out_y = draw_epoch_rows(texts, packed, 1.5, np.random.default_rng(0))
+    assert len(out_t) == n_base + 12  # every base row + 1.5 x 8 labeled rows from the pool
+    assert out_t[:n_base] == texts[:n_base] and in_pool(out_y).sum() == 12
+    again, _ = draw_epoch_rows(texts, packed, 1.5, np.random.default_rng(1))
+    assert again[n_base:] != out_t[n_base:]  # another epoch, other pool rows
+    everything, _ = draw_epoch_rows(texts, packed, 8.0, np.random.default_rng(0))
+    assert len(everything) == 50  # a small pool is used whole
+    assert len(draw_epoch_rows(texts, packed, 0.0, np.random.default_rng(0))[0]) == n_base
+    del n_pool
+
+
+def test_concat_pool_is_deterministic_and_labels_the_union():
+    texts, y = ["a b", "c d", "e f"], np.array([[1, 0], [0, 1], [0, 0]], np.float32)
+    t1, y1 = concat_pool(texts, y, 2, seed=3)
+    t2, _ = concat_pool(texts, y, 2, seed=3)
+    assert t1 == t2 and len(t1) == 6
+    for text, target in zip(t1, y1):
+        first, second = text[:3], text[4:]
+        np.testing.assert_array_equal(target, np.maximum(y[texts.index(first)], y[texts.index(second)]))
+
+
+def test_student_config_is_one_member_with_the_overrides():
+    cfg = load_config(None, {"model.ensemble": 3, "distill.student_num_filters": 32, "distill.student_filter_widths": "1,2,3",
+                             "distill.student_max_length": 256})
+    s = student_config(cfg)
+    assert (s.model.ensemble, s.model.num_filters, s.model.filter_widths, s.model.max_length) == (1, 32, (1, 2, 3), 256)
+    assert s.model.embedding_dim == cfg.model.embedding_dim and s.distill == cfg.distill
+    plain = student_config(load_config())
+    assert dataclasses.replace(plain.model, ensemble=3) == load_config().model
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("distill.alpha", "1.5", "distill.alpha: must be in [0, 1]"),
+    ("distill.temperature", "0", "distill.temperature: must be > 0"),
+    ("distill.teacher_linear", "high", "distill.teacher_linear: expected a number"),
+    ("distill.student_filter_widths", "0,2", "distill.student_filter_widths: must be widths > 0"),
+])
+def test_distill_config_is_checked_naming_the_field(key, value, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(None, {key: value})
+
+
+def test_linear_teacher_gives_calibrated_probabilities_and_blends():
+    from tagging.labels import LabelSpace
+
+    rng = np.random.default_rng(0)
+    words = ["torch", "vision", "text", "speech", "graph"]
+    texts, y = [], []
+    for _ in range(120):
+        k = rng.integers(0, 2, 2)
+        texts.append(" ".join([words[0] if k[0] else words[2], words[1] if k[1] else words[3], "model"]))
+        y.append(k)
+    y = np.array(y, np.float32)
+    lin = LinearTeacher(seed=0).fit(texts[:80], y[:80], texts[80:], y[80:], LabelSpace(("a", "b")))
+    p = lin.probs(texts[80:])
+    assert p.shape == (40, 2) and ((p > 0) & (p < 1)).all()
+    assert ((p > 0.5) == (y[80:] > 0.5)).mean() > 0.95  # a separable toy: calibrated and right
+    cnn = np.full_like(p, 0.2)
+    np.testing.assert_allclose(blend(cnn, p, 0.25), 0.75 * cnn + 0.25 * p, rtol=1e-6)
+    assert blend(cnn, p, 0.0) is cnn
+
+
+def test_the_student_keeps_the_teachers_data_split_and_labels(untrained_artifact, synth_parquet, tmp_path):
+    from tagging.dist.distill import check_teacher_data, student_rows
+    from tagging.local import prepare_local
+    from tagging.synth import generate_corpus, write_corpus
+
+    teacher = untrained_artifact(2)
+    prepared = prepare_local([synth_parquet], teacher.config)
+    check_teacher_data(teacher, prepared)  # the teacher's own data: accepted
+    texts, hard, has_hard, pool, counts = student_rows(teacher.config, prepared)
+    assert counts == {"train": prepared.counts["train"], "concat_pool": 8 * prepared.counts["train"], "unlabeled_in_data": 0}
+    assert len(texts) == len(hard) == sum(counts.values()) and pool.sum() == counts["concat_pool"] and has_hard.all()
+    assert not set(texts) & set(prepared.split("val")["text"]) - set(prepared.split("train")["text"])  # no held-out row
+    other = tmp_path / "other.parquet"
+    write_corpus(generate_corpus(300, seed=9), str(other))
+    with pytest.raises(ValueError, match="not the data the teacher .* was trained on"):
+        check_teacher_data(teacher, prepare_local([str(other)], teacher.config))
+    reseeded = prepare_local([synth_parquet], dataclasses.replace(teacher.config, seed=teacher.config.seed + 1))
+    with pytest.raises(ValueError, match="split of --data differs"):
+        check_teacher_data(teacher, reseeded)
