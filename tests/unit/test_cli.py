@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from tagging.cli import app
 
-COMMANDS = {"train", "config", "evaluate", "predict", "synth", "bench-train", "baselines", "report", "explain", "score", "read-scores",
+COMMANDS = {"train", "distill", "config", "evaluate", "predict", "synth", "bench-train", "baselines", "report", "explain", "score", "read-scores",
             "quantize", "bench-score", "tune"}
 
 
@@ -35,7 +35,7 @@ def test_every_command_has_help():
 
 
 def test_the_cli_imports_no_heavy_module():
-    code = ("import sys, tagging.cli, jobs.score_nightly, jobs.train, jobs.tune, jobs.evaluate; "
+    code = ("import sys, tagging.cli, jobs.score_nightly, jobs.train, jobs.tune, jobs.evaluate, jobs.distill; "
             "heavy = [m for m in ('ray', 'torch', 'pandas', 'numpy', 'pyarrow', 'onnxruntime', 'yaml') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
