@@ -53,7 +53,9 @@ def train(
         from tagging.dist.training import run_training
 
         art = run_training(cfg, data, str(out), run_name=run_name, storage=storage, address=address, fresh=fresh)
-        echo_json({"artifact": str(art.path), "test": art.manifest["metrics"]["overall"]})
+        teacher = art.manifest.get("distillation", {}).get("teacher", {})
+        echo_json({"artifact": str(art.path), "test": art.manifest["metrics"]["overall"],
+                   **({"teacher": str(art.path / teacher["path"]), "teacher_test": teacher["test_metrics"]} if teacher else {})})
 
     run_command(body)
 

@@ -202,3 +202,15 @@ def run_distillation(
     t = teacher_info["test_metrics"]["f1"]
     log(f"[tagging] student {art.path}: test weighted F1 {art.manifest['metrics']['overall']['f1']:.4f} (teacher {t:.4f})")
     return art
+
+
+def keep_teacher(student: Artifact, teacher_dir: str) -> Artifact:
+    """Move the teacher's artifact into the student's (``STUDENT/teacher``) and point the student's
+    manifest at it; the student's own files and checksums are unchanged."""
+    import shutil
+
+    from tagging.artifact import update_manifest
+
+    shutil.move(teacher_dir, student.path / "teacher")
+    distillation = student.manifest["distillation"]
+    return update_manifest(student, {}, {"distillation": {**distillation, "teacher": {**distillation["teacher"], "path": "teacher"}}})

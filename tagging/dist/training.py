@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tagging.artifact import Artifact, code_version, update_manifest
+from tagging.artifact import Artifact, ArtifactError, code_version, load_artifact, update_manifest
 from tagging.config import TrainConfig, absolute_paths, to_dict
 from tagging.dataset import Prepared, prepare, summary_line
 from tagging.readers import check_columns, load_label_inputs, plan_units
@@ -81,6 +82,10 @@ def run_training(
     A run whose ``run_name`` already has checkpoints in ``storage`` resumes from them if it was
     started with the same data, config, labels and vocabulary (``check_resume``), unless
     ``fresh``: then those checkpoints are deleted first and the run starts over.
+
+    With ``distill.enabled`` the ensemble is the teacher: it is saved first, one student is
+    distilled from it (tagging.dist.distill, run ``RUN-student``) into ``out``, and the teacher's
+    artifact is kept inside the student's as ``out/teacher``.
     """
     from tagging.dist.runtime import init_ray
 
@@ -91,19 +96,40 @@ def run_training(
     storage = os.path.abspath(storage) if "://" not in storage else storage
     cfg = absolute_paths(cfg)  # the artifact's config names the files it was trained with, from anywhere
     units = check_inputs(cfg, data)
+    distill = cfg.distill.enabled
     if fresh:
-        discard_runs(storage, [member_run_name(run_name, k) for k in range(cfg.model.ensemble)], log)
+        discard_runs(storage, [member_run_name(run_name, k) for k in range(cfg.model.ensemble)] + [f"{run_name}-student"] * distill, log)
     init_ray(address)
     prepared = prepare_with_ray(cfg, data, log, units)
-    vocab, inputs, datasets, truncated = training_inputs(cfg, prepared)
-    log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
-    check_resume(storage, run_name, cfg.model.ensemble, run_record(cfg, prepared, vocab), log)
-    states = [train_member(inputs, datasets, run_name, k, storage, log) for k in range(cfg.model.ensemble)]
-    art = finalize_artifact(cfg, prepared, vocab, states, out, run_name, list(data), truncated,
-                            {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
-    art = with_rejects(art, prepared)
-    log(f"[tagging] artifact {art.path} (model_version {art.model_version}); rejects: {art.path / 'rejects.parquet'}")
-    return art
+    teacher_out = str(Path(out).parent / f".{Path(out).name}.teacher-{run_name}") if distill else out
+    if distill and _finished_teacher(teacher_out, run_name):
+        log(f"[tagging] teacher {teacher_out} of run {run_name} is already trained")
+    else:
+        if distill:
+            shutil.rmtree(teacher_out, ignore_errors=True)  # a teacher cut off while it was written
+        vocab, inputs, datasets, truncated = training_inputs(cfg, prepared)
+        log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
+        check_resume(storage, run_name, cfg.model.ensemble, run_record(cfg, prepared, vocab), log)
+        states = [train_member(inputs, datasets, run_name, k, storage, log) for k in range(cfg.model.ensemble)]
+        art = finalize_artifact(cfg, prepared, vocab, states, teacher_out, run_name, list(data), truncated,
+                                {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
+        art = with_rejects(art, prepared)
+        log(f"[tagging] {'teacher ' if distill else ''}artifact {art.path} (model_version {art.model_version}); rejects: {art.path / 'rejects.parquet'}")
+    if not distill:
+        return art
+    from tagging.dist.distill import keep_teacher, run_distillation
+
+    student = run_distillation(cfg, teacher_out, data, out, run_name=f"{run_name}-student", storage=storage, address=address,
+                               log=log, prepared=prepared)
+    return keep_teacher(student, teacher_out)
+
+
+def _finished_teacher(path: str, run_name: str) -> bool:
+    """A teacher artifact of ``run_name`` already written (a rerun after the student was cut off)."""
+    try:
+        return load_artifact(path).model_version == run_name
+    except ArtifactError:
+        return False
 
 
 def with_rejects(art: Artifact, prepared: Prepared) -> Artifact:
