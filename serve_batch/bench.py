@@ -461,3 +461,106 @@ def format_layouts(r: dict) -> str:
         lines.append(f"duplicate-id pass, {d['ids']} ids: driver peak RSS {d['peak_mb']:.0f} MiB "
                      f"({d['bytes_per_id']:.0f} B/id over imports), {d['s']:.1f}s")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- models side by side (issue 17)
+
+
+def _linear_worker(model_bytes: bytes, texts: list[str], barrier, queue) -> None:
+    """One process of the linear model's throughput: 1 BLAS thread, its share of the texts."""
+    import pickle
+
+    from threadpoolctl import threadpool_limits
+
+    model = pickle.loads(model_bytes)
+    with threadpool_limits(1):
+        model.predict(texts[:64])  # warm-up
+        barrier.wait()
+        t0 = time.perf_counter()
+        model.predict(texts)
+    queue.put((len(texts), time.perf_counter() - t0))
+
+
+def linear_docs_per_s(model, texts: list[str], processes: int, log) -> dict:
+    """A fitted TF-IDF + linear baseline's predict docs/s (thresholds applied) on ``texts``, one
+    1-thread process per core the pipeline's actors use, all at once: the same texts and cores."""
+    import multiprocessing as mp
+    import pickle
+
+    ctx = mp.get_context("spawn")
+    barrier, queue, blob = ctx.Barrier(processes), ctx.Queue(), pickle.dumps(model)
+    procs = [ctx.Process(target=_linear_worker, args=(blob, texts[k::processes], barrier, queue)) for k in range(processes)]
+    for p in procs:
+        p.start()
+    done = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    rows, slowest = sum(n for n, _ in done), max(dt for _, dt in done)
+    log(f"TF-IDF + LinearSVC predict ({processes} processes x 1 thread): {rows / slowest:.0f} docs/s ({slowest:.1f}s)")
+    return {"processes": processes, "seconds": slowest, "docs_per_s": rows / slowest, "load_1m_after": round(os.getloadavg()[0], 2)}
+
+
+def bench_models(models: list[str], rows: int = 200_000, unit_rows: int = 20_000, batch_size: int = 64,
+                 actors: int | None = None, cpus_per_actor: float = 0.75, precision: str = "int8",
+                 linear_data: list[str] | None = None, work_dir: str | None = None, seed: int = 7, log=print) -> dict:
+    """Models side by side on the same generated rows and cores: each one's nightly pipeline docs/s
+    (``precision`` where the artifact has an accepted model of it, else fp32) and its single-process
+    ceiling; with ``linear_data`` (the first model's training data) also the TF-IDF + LinearSVC
+    baseline, fit on the first model's train split (choices on its validation split), predicting
+    the same texts on the same cores. Ratios are against the first model."""
+    from tagging.artifact import load_artifact
+    from tagging.model import count_parameters
+    from tagging.synth import generate_corpus
+
+    n_actors = actors or (os.cpu_count() or 1)
+    threads = n_actors * max(1, round(cpus_per_actor))
+    work = Path(work_dir or tempfile.mkdtemp(prefix="bench-models-"))
+    load_before = os.getloadavg()
+    df = generate_corpus(rows, seed=seed)
+    _write_inputs(df, work / "in", unit_rows)
+    per, texts = {}, None
+    for k, model in enumerate(models):
+        art = load_artifact(model)
+        p = precision if precision == "fp32" or (art.manifest.get("int8") or {}).get("accepted") else "fp32"
+        texts = art.normalize(df["text"].tolist())
+        ceil = ceiling(art, p, texts, threads, batch_size, log)[0]
+        pipe = run_pipeline(str(art.path), work / "in", work / f"out-{k}", p, batch_size, actors, cpus_per_actor, log)
+        per[str(art.path)] = {"model_version": art.model_version, "precision": p, "members": art.config.model.ensemble,
+                              "student": "distillation" in art.manifest, "parameters": count_parameters(art.load_model()),
+                              "test_f1": art.manifest["metrics"]["overall"]["f1"], "ceiling_docs_per_s": ceil["docs_per_s"],
+                              "pipeline_docs_per_s": pipe["docs_per_s"], "over_ceiling": pipe["docs_per_s"] / ceil["docs_per_s"],
+                              "peak_rss_mb": pipe["peak_rss_mb"]}
+    first = per[next(iter(per))]
+    for v in per.values():
+        v["pipeline_over_first"] = v["pipeline_docs_per_s"] / first["pipeline_docs_per_s"]
+    result = {"rows": rows, "unit_rows": unit_rows, "batch_size": batch_size, "actors": n_actors, "cpus_per_actor": cpus_per_actor,
+              "cpus": os.cpu_count(), "models": per, "load_avg_before": [round(x, 2) for x in load_before]}
+    if linear_data:
+        from tagging.baselines import TfidfLinearBaseline, load_split_data
+
+        art = load_artifact(models[0])
+        linear = TfidfLinearBaseline("svm", seed=art.config.seed)
+        linear.fit(load_split_data(linear_data, art.config, model_dir=models[0]))
+        result["linear"] = {**linear_docs_per_s(linear, texts, n_actors, log), "params": {"C": linear.params["C"],
+                            "class_weight": linear.params["class_weight"]}}
+        for v in per.values():
+            v["pipeline_over_linear"] = v["pipeline_docs_per_s"] / result["linear"]["docs_per_s"]
+    result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["work_dir"] = str(work)
+    result["table"] = format_models(result)
+    return result
+
+
+def format_models(r: dict) -> str:
+    lines = [f"bench-score --compare: {r['rows']} rows, {r['cpus']} CPUs, {r['actors']} actors x {r['cpus_per_actor']} CPU, "
+             f"batch {r['batch_size']}; load {r['load_avg_before']} -> {r['load_avg_after']}",
+             f"{'model':44}{'prec':>5}{'members':>8}{'params':>10}{'test F1':>8}{'ceiling':>9}{'pipeline':>9}{'x ceil':>7}"
+             f"{'x first':>8}" + (f"{'x linear':>9}" if "linear" in r else "")]
+    for path, v in r["models"].items():
+        name = ("student " if v["student"] else "") + Path(path).name
+        lines.append(f"{name[-44:]:44}{v['precision']:>5}{v['members']:>8}{v['parameters']:>10,}{v['test_f1']:>8.4f}"
+                     f"{v['ceiling_docs_per_s']:>9.0f}{v['pipeline_docs_per_s']:>9.0f}{v['over_ceiling']:>7.2f}"
+                     f"{v['pipeline_over_first']:>8.2f}" + (f"{v['pipeline_over_linear']:>9.2f}" if "linear" in r else ""))
+    if "linear" in r:
+        lines.append(f"{'TF-IDF + LinearSVC predict':44}{'':>5}{'':>8}{'':>10}{'':>8}{'':>9}{r['linear']['docs_per_s']:>9.0f}")
+    return "\n".join(lines)

@@ -94,6 +94,8 @@ def bench_score(
     ceiling_repeats: Annotated[int, typer.Option(help="Runs of each single-process ceiling; the best is the ceiling.")] = 2,
     layout: Annotated[Optional[list[str]], typer.Option(help="Measure input layouts instead (repeatable, or 'all'): parquet-big, parquet-small, jsonl, jsonl-gz, csv; each at N and N x --scale rows, --rss-precision.", show_default=False)] = None,
     dedup_ids: Annotated[int, typer.Option(help="With --layout: also the duplicate-id pass's driver memory over this many ids (0: skip).")] = 0,
+    compare: Annotated[Optional[list[str]], typer.Option(help="Measure these artifacts side by side with --model instead (repeatable): each one's int8 pipeline docs/s (fp32 if it has no int8) and ceiling on the same rows, ratios against --model.", show_default=False)] = None,
+    linear_data: Annotated[Optional[list[str]], typer.Option(help="With --compare: also TF-IDF + LinearSVC fit on --model's train split of this data (its training data), predicting the same texts on the same cores.", show_default=False)] = None,
 ) -> None:
     """Throughput of the raw ONNX Runtime ceiling vs the full pipeline, fp32 vs int8, and peak RSS at N and 10N rows.
 
@@ -103,6 +105,16 @@ def bench_score(
         from serve_batch.bench import LAYOUTS, bench_layouts
         from serve_batch.bench import bench_score as run
 
+        if compare:
+            from serve_batch.bench import bench_models
+
+            result = bench_models([str(model), *compare], rows=rows, unit_rows=unit_rows, batch_size=batch_size, actors=actors,
+                                  cpus_per_actor=cpus_per_actor, linear_data=linear_data,
+                                  work_dir=str(work_dir) if work_dir else None, seed=seed)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1) + "\n")
+            typer.echo(result["table"])
+            return
         if layout:
             names = list(LAYOUTS) if "all" in layout else [n for item in layout for n in item.split(",") if n]
             bad = [n for n in names if n not in LAYOUTS]

@@ -91,8 +91,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class DistillConfig:
     enabled: bool = False
-    """`tagging train` trains the ensemble of model.ensemble members (the teacher), then one student
-    on its soft targets, and ships the student (the teacher is kept in ARTIFACT/teacher)."""
+    """With model.ensemble > 1, `tagging train` trains the ensemble (the teacher), then one student on
+    its soft targets, and ships the student (the teacher is kept in ARTIFACT/teacher)."""
     temperature: float = 1.0
     """Softening of the teacher's and the student's logits in the soft loss (> 0; T^2 rescales it)."""
     alpha: float = 0.5

@@ -30,9 +30,13 @@ def tune(
     include_base: Annotated[bool, typer.Option("--include-base/--no-include-base", help="Evaluate the base config (the defaults, or --config) as the first trial.")] = True,
     measure_cost: Annotated[bool, typer.Option("--measure-cost/--no-measure-cost", help="Time each trial's ONNX scoring cost.")] = True,
     ensemble: Annotated[Optional[int], typer.Option(help="The tuned artifact: the best trial plus K-1 more members of its config (seeds seed+1..), averaged; 1 = the best trial alone.", show_default="the config's model.ensemble")] = None,
+    teacher: Annotated[Optional[Path], typer.Option(help="Tune distillation students of this teacher artifact (its config is the base; --data must be its training data).")] = None,
     address: Address = None,
 ) -> None:
-    """Search hyperparameters (Ray Tune + Ray Train, ASHA) and the threshold policy; write the tuned artifact."""
+    """Search hyperparameters (Ray Tune + Ray Train, ASHA) and the threshold policy; write the tuned artifact.
+
+    With --teacher every trial is a student distilled from that artifact (tagging distill), e.g. to find a cheaper student.
+    """
 
     def body():
         from tagging.config import load_config
@@ -44,9 +48,16 @@ def tune(
             check_tune_options(**options)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-        base = load_config(config, config_overrides({"data.labels_file": labels, "data.tags_file": tags, "model.ensemble": ensemble}, sets))
+        teacher_config = None
+        if teacher:
+            from tagging.artifact import load_artifact
+            from tagging.config import to_dict
+
+            teacher_config = to_dict(load_artifact(teacher).config)
+        base = load_config(config, config_overrides({"data.labels_file": labels, "data.tags_file": tags, "model.ensemble": ensemble}, sets),
+                           base=teacher_config)
         summary = run_tune(base, data, str(out), space_path=str(space) if space else None, include_base=include_base,
-                           measure_cost=measure_cost, address=address, **options)
+                           measure_cost=measure_cost, address=address, teacher=str(teacher) if teacher else None, **options)
         echo_json(summary)
 
     run_command(body)

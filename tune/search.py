@@ -32,12 +32,14 @@ from tune.space import NEEDS_TAGS_FILE, THRESHOLD_SPACE, base_point, check_space
 logger = logging.getLogger(__name__)
 SEARCHES = ("random", "optuna")
 
+STUDENT_ROWS_KEYS = ("distill.concat_pool", "distill.unlabeled", "distill.teacher_linear")
 RESULT_COLUMNS = ["trial", "val_f1", "epochs", "seconds", "parameters", "docs_per_s_fp32", "docs_per_s_int8", "stopped_early",
                   "base", "params"]
 
 
-def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str) -> None:
-    """One Tune trial = one Ray Train run (reported to Tune by TuneReportCallback)."""
+def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str, student_rows=None) -> None:
+    """One Tune trial = one Ray Train run (reported to Tune by TuneReportCallback). With
+    ``student_rows`` (the teacher-scored rows of tagging.dist.distill) the trial trains a student."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -45,6 +47,8 @@ def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str)
     from tagging.dist.worker import build_trainer
 
     _, inputs, datasets, _ = training_inputs(from_dict(merge(base, params)), prepared)
+    if student_rows is not None:
+        inputs, datasets = replace(inputs, student=True), {**datasets, "train": student_rows}
     name = f"{experiment}-{tune.get_context().get_trial_id()}"
     trainer = build_trainer(replace(inputs, run_dir=os.path.join(storage, name)), datasets, name, storage, callbacks=[TuneReportCallback()])
     trainer.fit()
@@ -132,11 +136,16 @@ def run_tune(
     include_base: bool = True,
     measure_cost: bool = True,
     address: str | None = None,
+    teacher: str | None = None,
 ) -> dict:
     """Search, pick the best trial, tune its threshold policy, write leaderboard + artifact to ``out``.
 
     Options, the search space and the inputs are checked before Ray starts; ``grace_period``
-    None derives ASHA's grace from ``max_epochs`` (asha_grace_period)."""
+    None derives ASHA's grace from ``max_epochs`` (asha_grace_period). With ``teacher`` (an
+    artifact; ``base`` is its config with any changes) every trial is a distillation student of
+    it: the teacher scores the student rows once (tagging.dist.distill) and the trials share
+    them, so settings that change those rows (distill.concat_pool, unlabeled, teacher_linear)
+    stay fixed; the tuned artifact is the best student."""
     check_tune_options(trials=trials, max_epochs=max_epochs, workers_per_trial=workers_per_trial, cpus_per_worker=cpus_per_worker,
                        max_concurrent=max_concurrent, search=search, grace_period=grace_period)
     grace = asha_grace_period(max_epochs, grace_period)
@@ -158,11 +167,20 @@ def run_tune(
     # Trials are single models (an ensemble would multiply every trial's cost by K); the tuned
     # artifact below completes the best trial into the ensemble.
     base_dict = merge(to_dict(base), {**fixed, "model.ensemble": 1})
+    if teacher:  # trials are students: the distill.student_* settings become the model the space varies
+        from tagging.distill import student_config
+
+        student = student_config(from_dict(base_dict))
+        base_dict = to_dict(replace(student, distill=replace(student.distill, student_num_filters=None, student_filter_widths=None,
+                                                             student_max_length=None)))
     from_dict(base_dict)  # the fixed trial settings must make a valid config
     space = load_space(space_path)
     if not base.data.tags_file:
         for key in NEEDS_TAGS_FILE:
             space.pop(key, None)
+    fixed_by_teacher = sorted(k for k in space if k in STUDENT_ROWS_KEYS) if teacher else []
+    if fixed_by_teacher:
+        raise ValueError(f"with --teacher the teacher scores the student rows once: {', '.join(fixed_by_teacher)} cannot be searched")
     check_space(space, base_dict)
     outdir = Path(out).absolute()
     if (outdir / "model").exists():
@@ -177,6 +195,20 @@ def run_tune(
         raise ValueError(f"a trial needs {workers_per_trial} x {cpus_per_worker} CPUs; the cluster has {cpus:g}: "
                          "lower --workers-per-trial or --cpus-per-worker")
     prepared = prepare_with_ray(base, data, units=units)
+    student_rows = distillation = None
+    if teacher:
+        from tagging.artifact import load_artifact
+        from tagging.dist.distill import check_teacher_data, distillation_record, teacher_dataset
+        from tagging.distill import LinearTeacher
+
+        teacher_art = load_artifact(teacher)
+        check_teacher_data(teacher_art, prepared)
+        linear = None
+        if base.distill.teacher_linear > 0:
+            linear = LinearTeacher(base.seed).fit(*prepared.texts_and_targets("train"), *prepared.texts_and_targets("val"), prepared.labels)
+        student_rows, counts = teacher_dataset(teacher_art, base, prepared, linear=linear)
+        distillation = {"distillation": distillation_record(teacher_art, base, counts)}
+        logger.info(f"trials are students of {teacher_art.path}: {counts}")
     start = base_point(space, base_dict) if include_base else None
     points = [start] if start else None
     search_alg = None
@@ -194,7 +226,7 @@ def run_tune(
         logger.info(f"first trial: the base config {start}")
     logger.info(f"{trials} trials of at most {max_epochs} epochs, ASHA grace {grace} epochs")
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, prepared=prepared, base=base_dict, storage=storage, experiment=experiment),
+        tune.with_parameters(_trial, prepared=prepared, base=base_dict, storage=storage, experiment=experiment, student_rows=student_rows),
         {"CPU": 0.01},
     )
     t0 = time.perf_counter()
@@ -252,7 +284,7 @@ def run_tune(
 
     # The tuned model: the best trial, plus K-1 members of its config for an ensemble.
     state = load_checkpoint_state(ray.train.Checkpoint.from_directory(str(latest_checkpoint(Path(storage) / f"{experiment}-{best['trial']}"))))
-    final_cfg = from_dict(merge(to_dict(best_cfg), {"model.ensemble": base.model.ensemble}))
+    final_cfg = from_dict(merge(to_dict(best_cfg), {"model.ensemble": 1 if teacher else base.model.ensemble}))
     run_name = f"{experiment}-best"
     states = [state]
     if final_cfg.model.ensemble > 1:
@@ -276,7 +308,8 @@ def run_tune(
     logger.info(f"threshold policy {policy} (global-only CV F1 {global_only['cv_f1']:.4f})")
 
     art = finalize_artifact(final_cfg, prepared, vocab, states, str(outdir / "model"), run_name, list(data),
-                            {}, {"name": f"{experiment}-{best['trial']}", "tune_experiment": experiment}, threshold_policy=policy)
+                            {}, {"name": f"{experiment}-{best['trial']}", "tune_experiment": experiment}, threshold_policy=policy,
+                            extra=distillation)
     test_f1 = art.manifest["metrics"]["overall"]["f1"]
     board.to_csv(outdir / "leaderboard.csv", index=False)
     (outdir / "leaderboard.md").write_text(_markdown(board))

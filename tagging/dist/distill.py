@@ -133,6 +133,15 @@ def teacher_dataset(teacher: Artifact, cfg: TrainConfig, prepared: Prepared, unl
     return ds, counts
 
 
+def distillation_record(teacher: Artifact, cfg: TrainConfig, counts: dict, unlabeled: Sequence[str] = ()) -> dict:
+    """The student manifest's ``distillation``: its teacher (identity, size, test metrics), the
+    settings and the rows it learned from."""
+    teacher_info = {"path": str(teacher.path), "sha": teacher.sha, "weights_sha256": teacher.manifest["files"]["model.pt"],
+                    "model_version": teacher.model_version, "members": teacher.config.model.ensemble,
+                    "test_metrics": teacher.manifest["metrics"]["overall"], "config_model": to_dict(teacher.config.model)}
+    return {"teacher": teacher_info, "settings": to_dict(cfg.distill), "rows": counts, "unlabeled_inputs": list(unlabeled)}
+
+
 def run_distillation(
     cfg: TrainConfig,
     teacher_dir: str,
@@ -190,16 +199,11 @@ def run_distillation(
         f"{time.perf_counter() - t0:.1f} s: {counts}")
     datasets = {"train": train_ds, "val": _with_tensor(prepared.split("val"), prepared.texts_and_targets("val")[1])}
     state = train_member(inputs, datasets, run_name, 0, storage, log)
-    teacher_info = {"path": str(teacher.path), "sha": teacher.sha, "weights_sha256": teacher.manifest["files"]["model.pt"],
-                    "model_version": teacher.model_version, "members": teacher.config.model.ensemble,
-                    "test_metrics": teacher.manifest["metrics"]["overall"], "config_model": to_dict(teacher.config.model)}
-    distillation = {"teacher": teacher_info, "settings": to_dict(cfg.distill), "rows": counts,
-                    "unlabeled_inputs": list(unlabeled)}
     art = finalize_artifact(scfg, prepared, vocab, [state], out, run_name, list(data), truncated,
                             {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log,
-                            extra={"distillation": distillation})
+                            extra={"distillation": distillation_record(teacher, cfg, counts, unlabeled)})
     art = with_rejects(art, prepared)
-    t = teacher_info["test_metrics"]["f1"]
+    t = teacher.manifest["metrics"]["overall"]["f1"]
     log(f"[tagging] student {art.path}: test weighted F1 {art.manifest['metrics']['overall']['f1']:.4f} (teacher {t:.4f})")
     return art
 

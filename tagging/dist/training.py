@@ -96,7 +96,7 @@ def run_training(
     storage = os.path.abspath(storage) if "://" not in storage else storage
     cfg = absolute_paths(cfg)  # the artifact's config names the files it was trained with, from anywhere
     units = check_inputs(cfg, data)
-    distill = cfg.distill.enabled
+    distill = cfg.distill.enabled and cfg.model.ensemble > 1  # a one-model run has no ensemble to distill
     if fresh:
         discard_runs(storage, [member_run_name(run_name, k) for k in range(cfg.model.ensemble)] + [f"{run_name}-student"] * distill, log)
     init_ray(address)

@@ -115,3 +115,25 @@ def test_the_student_is_batch_scored_with_every_row_accounted_for(distilled):
     direct = OnnxScorer(student).probs(student.normalize(frame.loc[ids, "text"].tolist()))
     written = {r["id"]: dict(r["scores"]) for r in table.to_pylist() if r["id"] in set(ids)}
     np.testing.assert_allclose([[written[i][t] for t in student.labels.labels] for i in ids], direct, atol=1e-5)
+
+
+def test_tune_searches_students_of_a_fixed_teacher(distilled, tmp_path):
+    """`tagging tune --teacher`: the teacher scores the student rows once, every trial is a student."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"model.num_filters": {"grid": [8, 16]}, "model.filter_widths": [1, 2, 3], "concat_rate": 1.0,
+                                 "learning_rate": 0.003, "distill.alpha": 0.8}))
+    res = cs.run_cli(["tune", "--teacher", str(distilled["teacher"].path), "--data", str(distilled["data"]), "--out", str(tmp_path / "tune"),
+                      "--space", str(space), "--trials", "1", "--max-epochs", "2", "--grace-period", "2", "--no-include-base",
+                      "--workers-per-trial", "1", "--cpus-per-worker", "0.5", "--max-concurrent", "1", "--no-measure-cost"],
+                     timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    board = pd.read_csv(tmp_path / "tune" / "leaderboard.csv")
+    assert len(board) == 2 and sorted(json.loads(p)["model.num_filters"] for p in board["params"]) == [8, 16]
+    art = load_artifact(tmp_path / "tune" / "model")
+    assert art.config.model.ensemble == 1 and art.config.model.filter_widths == (1, 2, 3) and art.config.distill.alpha == 0.8
+    assert art.manifest["distillation"]["teacher"]["sha"] == distilled["teacher"].sha
+    assert art.splits == distilled["teacher"].splits
+    space.write_text(json.dumps({"distill.concat_pool": {"grid": [2, 4]}}))
+    bad = cs.run_cli(["tune", "--teacher", str(distilled["teacher"].path), "--data", str(distilled["data"]), "--out", str(tmp_path / "t2"),
+                      "--space", str(space)], timeout=120)
+    assert bad.returncode == 1 and "distill.concat_pool cannot be searched" in bad.stderr, bad.stderr[-2000:]
