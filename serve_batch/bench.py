@@ -189,21 +189,26 @@ def _ceiling_worker(model: str, precision: str, texts: list[str], batch_size: in
     queue.put((len(texts), time.perf_counter() - t0))
 
 
-def ceiling_per_core(model: str, precision: str, texts: list[str], processes: int, batch_size: int, log) -> dict:
-    """ONNX Runtime alone, one 1-thread process per actor running at the same time (the rows split
-    evenly): what the actors' sessions could do with no reading, writing or Ray around them."""
+def _timed_processes(target, args: list[tuple]) -> tuple[int, float]:
+    """Run ``target(*args[k], barrier, queue)`` in one spawned process per ``args[k]``, timed from a
+    shared barrier; each puts (rows, seconds) on the queue. Returns (rows in all, slowest seconds)."""
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_ceiling_worker, args=(model, precision, texts[k::processes], batch_size, barrier, queue))
-             for k in range(processes)]
+    barrier, queue = ctx.Barrier(len(args)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, barrier, queue)) for a in args]
     for p in procs:
         p.start()
     done = [queue.get() for _ in procs]
     for p in procs:
         p.join()
-    rows, slowest = sum(n for n, _ in done), max(dt for _, dt in done)
+    return sum(n for n, _ in done), max(dt for _, dt in done)
+
+
+def ceiling_per_core(model: str, precision: str, texts: list[str], processes: int, batch_size: int, log) -> dict:
+    """ONNX Runtime alone, one 1-thread process per actor running at the same time (the rows split
+    evenly): what the actors' sessions could do with no reading, writing or Ray around them."""
+    rows, slowest = _timed_processes(_ceiling_worker, [(model, precision, texts[k::processes], batch_size) for k in range(processes)])
     log(f"ceiling {precision} per core ({processes} processes x 1 thread): {rows / slowest:.0f} docs/s ({slowest:.1f}s)")
     return {"precision": precision, "processes": processes, "seconds": slowest, "docs_per_s": rows / slowest,
             "load_1m_after": round(os.getloadavg()[0], 2)}
@@ -484,18 +489,10 @@ def _linear_worker(model_bytes: bytes, texts: list[str], barrier, queue) -> None
 def linear_docs_per_s(model, texts: list[str], processes: int, log) -> dict:
     """A fitted TF-IDF + linear baseline's predict docs/s (thresholds applied) on ``texts``, one
     1-thread process per core the pipeline's actors use, all at once: the same texts and cores."""
-    import multiprocessing as mp
     import pickle
 
-    ctx = mp.get_context("spawn")
-    barrier, queue, blob = ctx.Barrier(processes), ctx.Queue(), pickle.dumps(model)
-    procs = [ctx.Process(target=_linear_worker, args=(blob, texts[k::processes], barrier, queue)) for k in range(processes)]
-    for p in procs:
-        p.start()
-    done = [queue.get() for _ in procs]
-    for p in procs:
-        p.join()
-    rows, slowest = sum(n for n, _ in done), max(dt for _, dt in done)
+    blob = pickle.dumps(model)
+    rows, slowest = _timed_processes(_linear_worker, [(blob, texts[k::processes]) for k in range(processes)])
     log(f"TF-IDF + LinearSVC predict ({processes} processes x 1 thread): {rows / slowest:.0f} docs/s ({slowest:.1f}s)")
     return {"processes": processes, "seconds": slowest, "docs_per_s": rows / slowest, "load_1m_after": round(os.getloadavg()[0], 2)}
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from serve_batch.bench import DATE as BENCH_DATE
 from tagging.artifact import load_artifact
 from tagging.model import CharCNN
 
@@ -96,25 +97,34 @@ def test_the_student_beats_one_model_trained_without_the_teacher(distilled):
     assert student_f1 >= distilled["single_f1"] + MARGIN, (student_f1, distilled["single_f1"])
 
 
-def test_the_student_is_batch_scored_with_every_row_accounted_for(distilled):
+def test_the_student_is_batch_scored_and_benchmarked_against_its_teacher(distilled):
+    """`tagging bench-score --compare`: the student and the teacher through the nightly pipeline on the
+    same generated rows, and TF-IDF + LinearSVC on the same texts; the student's output is exact."""
     assert distilled["proc"].returncode == 0, distilled["proc"].stderr[-3000:]
     work = distilled["work"]
-    res = cs.run_cli(["score", "--model", str(work / "student"), "--input", str(distilled["data"]), "--output", str(work / "scores"),
-                      "--date", cs.DATE, "--actors", "2"])
+    res = cs.run_cli(["bench-score", "--model", str(work / "student"), "--compare", str(distilled["teacher"].path),
+                      "--linear-data", str(distilled["data"]), "--rows", "400", "--unit-rows", "200",
+                      "--work-dir", str(work / "bench"), "--out", str(work / "bench.json")], timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    summary = json.loads((work / "scores" / f"date={cs.DATE}" / "summary.json").read_text())
+    result = json.loads((work / "bench.json").read_text())
+    student, teacher = (result["models"][str(p)] for p in (work / "student", distilled["teacher"].path))
+    assert student["student"] and student["members"] == 1 and teacher["members"] == 2
+    assert student["pipeline_over_first"] == 1.0 and teacher["pipeline_over_first"] > 0
+    assert result["linear"]["docs_per_s"] > 0 and student["pipeline_over_linear"] > 0
+    date_dir = work / "bench" / "out-0" / f"date={BENCH_DATE}"
+    summary = json.loads((date_dir / "summary.json").read_text())
     assert summary["rows_read"] == summary["rows_scored"] == 400 and summary["rows_rejected"] == 0
-    table, _ = cs.read_output(work / "scores" / f"date={cs.DATE}")
-    assert sorted(table["id"].to_pylist()) == sorted(pd.read_parquet(distilled["data"])["id"].astype(str))
+    table, _ = cs.read_output(date_dir)
+    inputs = pd.concat([pd.read_parquet(p) for p in sorted((work / "bench" / "in").glob("*.parquet"))]).set_index("id")
+    assert sorted(table["id"].to_pylist()) == sorted(inputs.index)
     # what the pipeline wrote is what the student's own ONNX model says
     from tagging.onnx_scoring import OnnxScorer
 
-    student = load_artifact(work / "student")
-    frame = pd.read_parquet(distilled["data"]).astype({"id": str}).set_index("id")
+    st = load_artifact(work / "student")
     ids = sorted(table["id"].to_pylist())[:50]
-    direct = OnnxScorer(student).probs(student.normalize(frame.loc[ids, "text"].tolist()))
+    direct = OnnxScorer(st).probs(st.normalize(inputs.loc[ids, "text"].tolist()))
     written = {r["id"]: dict(r["scores"]) for r in table.to_pylist() if r["id"] in set(ids)}
-    np.testing.assert_allclose([[written[i][t] for t in student.labels.labels] for i in ids], direct, atol=1e-5)
+    np.testing.assert_allclose([[written[i][t] for t in st.labels.labels] for i in ids], direct, atol=1e-5)
 
 
 def test_tune_searches_students_of_a_fixed_teacher(distilled, tmp_path):
