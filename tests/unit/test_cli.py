@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from tagging.cli import app
 
-COMMANDS = {"train", "config", "evaluate", "predict", "synth", "bench-train", "baselines", "report", "explain", "score", "read-scores",
+COMMANDS = {"train", "config", "evaluate", "register", "predict", "synth", "bench-train", "baselines", "report", "explain", "score", "read-scores",
             "quantize", "bench-score", "tune"}
 
 
