@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from tagging.cli_support import Address, Data, Labels, Sets, Tags, config_overrides, echo_json, run_command
+from tagging.cli_support import Address, Data, Labels, Sets, Tags, TrackingUri, config_overrides, echo_json, run_command
 
 
 def tune(
@@ -31,6 +31,7 @@ def tune(
     measure_cost: Annotated[bool, typer.Option("--measure-cost/--no-measure-cost", help="Time each trial's ONNX scoring cost.")] = True,
     ensemble: Annotated[Optional[int], typer.Option(help="The tuned artifact: the best trial plus K-1 more members of its config (seeds seed+1..), averaged; 1 = the best trial alone.", show_default="the config's model.ensemble")] = None,
     address: Address = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Search hyperparameters (Ray Tune + Ray Train, ASHA) and the threshold policy; write the tuned artifact."""
 
@@ -45,8 +46,13 @@ def tune(
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
         base = load_config(config, config_overrides({"data.labels_file": labels, "data.tags_file": tags, "model.ensemble": ensemble}, sets))
-        summary = run_tune(base, data, str(out), space_path=str(space) if space else None, include_base=include_base,
-                           measure_cost=measure_cost, address=address, **options)
+        import datetime as dt
+
+        from tagging.tracking import start_run, tracking_uri as uri
+
+        with start_run("tune", uri(tracking_uri), f"tune-{dt.datetime.now():%Y%m%d-%H%M%S}") as tracked:
+            summary = run_tune(base, data, str(out), space_path=str(space) if space else None, include_base=include_base,
+                               measure_cost=measure_cost, address=address, tracked=tracked, **options)
         echo_json(summary)
 
     run_command(body)
