@@ -195,6 +195,17 @@ class Run:
         for i in range(0, len(items), 1000):
             self._guard("log_metrics", self.client.log_batch, self.ref.run_id, metrics=items[i:i + 1000])
 
+    def log_epochs(self, history: list[dict], keys: tuple[str, ...]) -> None:
+        """Epoch records (``history.json``'s) not yet logged, step = epoch: a backfill for epochs whose
+        live report never reached the logger (a worker group that died right after reporting)."""
+        if not self.active or not history:
+            return
+        seen = self._guard("metric history", self.client.get_metric_history, self.ref.run_id, keys[0])
+        done = {m.step for m in seen or []}
+        for record in history:
+            if int(record["epoch"]) not in done and seen is not None:
+                self.log_metrics({k: record[k] for k in keys if k in record}, step=int(record["epoch"]))
+
     def set_tags(self, tags: Mapping) -> None:
         if not self.active:
             return

@@ -249,6 +249,10 @@ def train_member(inputs: WorkerInputs, datasets: dict, run_name: str, k: int, st
         if target is not None and target is not tracked:
             target.end("FAILED")
         raise
+    if target is not None:
+        from tagging.dist.tracking import EPOCH_METRICS
+
+        target.log_epochs(state["history"], EPOCH_METRICS)
     if target is not None and target is not tracked:
         stop = state["early_stopping"]
         target.log_metrics({"best_val_f1": stop["best_score"], "best_epoch": stop["best_epoch"], "epochs": len(state["history"])})
