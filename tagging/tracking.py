@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,8 +140,7 @@ class _Health:
 
     def fail(self, what: str, exc: BaseException) -> None:
         if self.ok:
-            reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            logger.warning(f"MLflow tracking off for the rest of this run ({what} failed: {reason[:300]}); the run goes on")
+            logger.warning(f"MLflow tracking off for the rest of this run ({what} failed: {_first_line(exc)[:300]}); the run goes on")
         self.ok = False
 
 
@@ -449,12 +448,3 @@ def resolve_model(model: str, uri: str | None) -> tuple[Path, dict]:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info(f"{model} -> {record['uri']}, downloaded to {dest} and verified")
     return dest, record
-
-
-def iter_runs(uri: str, command: str) -> Iterator:
-    """Runs of a command's experiment, newest first (for tests and reports)."""
-    client = _client(uri)
-    exp = client.get_experiment_by_name(experiment_name(command))
-    if exp is None:
-        return iter(())
-    return iter(client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"]))
