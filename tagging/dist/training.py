@@ -234,7 +234,7 @@ def train_member(inputs: WorkerInputs, datasets: dict, run_name: str, k: int, st
     log(f"[tagging] run {name}{member}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{name}")
     target = None
     if tracked is not None and tracked.active:
-        target = tracked.child(name, {"member": str(k), "seed": str(cfg.seed + k)}) if cfg.model.ensemble > 1 else tracked
+        target = tracked.child(f"{run_name}-m{k}", {"member": str(k), "seed": str(cfg.seed + k)}) if cfg.model.ensemble > 1 else tracked
     callbacks = None
     if target is not None and target.active:
         from tagging.dist.tracking import EpochMetrics
