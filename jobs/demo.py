@@ -1,7 +1,9 @@
-"""The end-to-end demo (`make demo`): generate data -> train (Ray Train) -> export -> batch-score (Ray Data).
+"""The end-to-end demo (`make demo`): generate data -> train (Ray Train) -> export -> register -> batch-score (Ray Data).
 
 Everything runs on a local Ray started by each step, on the built-in generated dataset, and
 writes under ``demo/`` (override with --workdir). Each step is the real CLI a user would run.
+Runs and the registered model go to a local MLflow store, ``demo/mlflow.db`` (SQLite, artifacts
+in ``demo/mlartifacts``); the demo ends by saying how to open it with ``mlflow ui``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,20 +38,31 @@ def main(argv: list[str] | None = None) -> None:
     data, nightly = work / "data" / "train.parquet", work / "data" / "nightly" / "part-00000.jsonl"
     model, output = work / "artifacts" / f"model-{stamp}", work / "scores"
     date = dt.date.today().isoformat()
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    os.environ.setdefault("TAGGING_MODEL_CACHE", str(work / "model-cache"))  # registered models download here, not ~/.cache
     step("1. generate a labeled training set", "synth", "--rows", str(a.train_rows), "--out", str(data), "--seed", "0")
     step("2. generate tonight's untagged texts (1% bad rows of every kind)", "synth", "--rows", str(a.score_rows),
          "--out", str(nightly), "--seed", "1", "--bad-fraction", "0.01")
-    step("3. train with Ray Train (2 DDP workers), export ONNX, write the artifact", "train", "--data", str(data),
-         "--out", str(model), "--storage", str(work / "runs"), "--max-epochs", str(a.max_epochs))
-    step("4. batch-score with ONNX Runtime on Ray Data", "score", "--model", str(model), "--input", str(nightly.parent),
-         "--output", str(output), "--date", date, "--overwrite")
+    step("3. train with Ray Train (2 DDP workers), export ONNX, write the artifact, track it in MLflow", "train", "--data", str(data),
+         "--out", str(model), "--storage", str(work / "runs"), "--max-epochs", str(a.max_epochs), "--tracking-uri", tracking)
+    step("4. register the artifact in the MLflow model registry as tagging-demo@production", "register", "--model", str(model),
+         "--name", "tagging-demo", "--alias", "production", "--tracking-uri", tracking)
+    step("5. batch-score the production model with ONNX Runtime on Ray Data (a nightly MLflow run, drift in summary.json)", "score",
+         "--model", "models:/tagging-demo@production", "--input", str(nightly.parent), "--output", str(output), "--date", date,
+         "--overwrite", "--tracking-uri", tracking)
     summary = json.loads((output / f"date={date}" / "summary.json").read_text())
     print("\n=== done")
     print(f"artifact: {model}\nscores:   {output}/date={date}/ (part-*.parquet, _rejects/, summary.json, _SUCCESS)")
     keys = ("rows_read", "rows_scored", "rows_rejected")
     print("accounting: " + ", ".join(f"{k} {summary.get(k)}" for k in keys))
-    step("5. tag a text with the artifact", "predict", "--model", str(model), "--text",
+    print("drift flagged: " + (", ".join(summary.get("drift", {}).get("flagged", [])) or "none"))
+    step("6. tag a text with the artifact", "predict", "--model", str(model), "--text",
          "Fine-tuning BERT transformers with PyTorch for question answering")
+    step("7. the last nights side by side", "report", "--scores", str(output))
+    print(f"\n=== MLflow: runs, nightly results and the registered model are in {tracking}")
+    print(f"open them with:  .venv/bin/mlflow ui --backend-store-uri {tracking} --port 5000   then http://127.0.0.1:5000")
+    print("experiments: tagging-train (the training run, per-epoch curves), tagging-nightly (one run per scored date); "
+          "Models: tagging-demo (alias production)")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ tagging.dist.runtime.init_ray), scores the inputs into OUTPUT/date=DATE/ exactly
 0 with one JSON line, or 1 with one line `error: <reason>` on stderr (2: bad usage). The date
 defaults to yesterday. Rerunning the same command after a failure resumes; rerunning a finished
 date is a no-op unless --overwrite. `--input a b` takes several inputs.
+`--model models:/NAME@production --tracking-uri http://mlflow:5000` scores the registry's production
+version (resolved once, at plan time) and logs the night as an MLflow run.
 """
 
 import sys

@@ -13,11 +13,12 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from tagging.cli_support import Address, Data, echo_json, run_command
+from tagging.cli_support import Address, Data, TrackingUri, echo_json, run_command
 
 
 def score(
-    model: Annotated[Path, typer.Option(help="Artifact directory (from `tagging train`).")],
+    model: Annotated[str, typer.Option(help="Artifact directory (from `tagging train`), or a registered model: models:/NAME@ALIAS or "
+                                            "models:/NAME/VERSION (resolved to one version when the run plans; needs --tracking-uri).")],
     input: Annotated[list[str], typer.Option("--input", "-i", help="Input file, directory, glob or pyarrow URI (CSV, JSON Lines, JSON, Parquet). Repeatable; more may follow as arguments.")],
     output: Annotated[str, typer.Option(help="Output root (path or URI); results go to OUTPUT/date=DATE/.")],
     more_inputs: Annotated[Optional[list[str]], typer.Argument(metavar="[URI...]", help="More inputs.", show_default=False)] = None,
@@ -36,6 +37,7 @@ def score(
     lease_ttl: Annotated[float, typer.Option(help="Object stores: seconds the date's lease lives unless renewed (a crashed run's date can be taken over after this).")] = 120.0,
     no_lease: Annotated[bool, typer.Option("--no-lease", help="Take no lease on the date (only if the scheduler never starts two runs of a date; needed for stores without conditional writes, e.g. GCS).")] = False,
     address: Address = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Tag texts in files with the ONNX model on Ray Data, exactly once per id, into OUTPUT/date=DATE/.
 
@@ -46,16 +48,19 @@ def score(
     def body():
         from serve_batch.faults import FaultPlan
         from serve_batch.job import ScoreOptions, run_score, yesterday
+        from tagging.tracking import tracking_uri as uri
 
         opts = ScoreOptions(model=str(model), inputs=tuple(list(input) + list(more_inputs or [])), output=output,
                             date=date or yesterday(), actors=actors, cpus_per_actor=cpus_per_actor,
                             gpus_per_actor=gpus_per_actor, batch_size=batch_size, slice_rows=slice_rows, unit_rows=unit_rows,
                             unit_mb=unit_mb, precision=precision, top_k=top_k,
                             overwrite=overwrite, address=address, wait_s=wait, lease_ttl_s=lease_ttl, lease=not no_lease,
-                            fault=FaultPlan.from_env())
+                            fault=FaultPlan.from_env(), tracking_uri=uri(tracking_uri))
         summary = run_score(opts)
         keys = ("status", "output", "rows_read", "rows_scored", "rows_rejected", "throughput_docs_per_s", "changes")
-        echo_json({k: summary.get(k) for k in keys if k in summary or k != "changes"})
+        out = {k: summary.get(k) for k in keys if k in summary or k != "changes"}
+        echo_json({**out, "model_version": summary.get("model", {}).get("version"),
+                   "drift_flagged": (summary.get("drift") or {}).get("flagged")})
         if summary.get("status") == "inputs_changed":
             raise typer.Exit(3)  # a finished date whose inputs changed since: not an error of this run, not success
 

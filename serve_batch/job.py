@@ -34,7 +34,9 @@ from serve_batch import pins
 from serve_batch.faults import FaultPlan, maybe_fault
 from serve_batch.lease import open_lease
 from serve_batch.layout import COMMITS, REJECTS, RUN, STAGING, SUCCESS, SUMMARY, OutputLayout, ScoreError, check_date
+from tagging.drift import PREVIOUS_NIGHTS, night_drift
 from tagging.readers import InputError, ReadUnit, check_columns, check_readable, plan_units, resolve_filesystem
+from tagging.scores import previous_summaries
 
 RUN_SCHEMA = 1
 GPU_SHARE = 0.25  # default GPUs per scoring actor on a GPU cluster (4 actors per GPU)
@@ -43,7 +45,8 @@ GPU_SHARE = 0.25  # default GPUs per scoring actor on a GPU cluster (4 actors pe
 @dataclass(frozen=True)
 class ScoreOptions:
     model: str
-    """Artifact directory."""
+    """Artifact directory, or a registered model: models:/NAME@ALIAS or models:/NAME/VERSION (resolved
+    to one version, downloaded and verified once at plan time; needs ``tracking_uri``)."""
     inputs: tuple[str, ...]
     """Files, directories, globs or pyarrow filesystem URIs (CSV, JSON Lines, JSON, Parquet)."""
     output: str
@@ -93,6 +96,8 @@ class ScoreOptions:
     lease: bool = True
     """Take the date's lease (False: --no-lease, the scheduler guarantees one run per date)."""
     fault: FaultPlan = field(default_factory=FaultPlan)
+    tracking_uri: str | None = None
+    """MLflow tracking URI: the registry of a models:/ model, and where the date is logged as a run (tagging.tracking)."""
 
     @property
     def threads(self) -> int:
@@ -102,14 +107,21 @@ class ScoreOptions:
 @dataclass(frozen=True)
 class PinnedArtifact:
     """The artifact as planned: its manifest's sha256 is taken once (``Artifact.sha`` re-reads the
-    file, which `tagging quantize` may rewrite mid-run); everything else is the loaded artifact's."""
+    file, which `tagging quantize` may rewrite mid-run); everything else is the loaded artifact's.
+    ``registry``: the registry version it was resolved from (tagging.tracking.resolve_model), if any."""
 
     art: object
     sha: str
+    registry: dict | None = None
 
     @classmethod
-    def of(cls, art) -> "PinnedArtifact":
-        return cls(art, art.sha)
+    def of(cls, art, registry: dict | None = None) -> "PinnedArtifact":
+        return cls(art, art.sha, registry)
+
+    @property
+    def version(self) -> str:
+        """What every output row's model_version says: models:/NAME/VERSION, else the artifact's model_version."""
+        return self.registry["uri"] if self.registry else self.art.model_version
 
     def __getattr__(self, name: str):
         return getattr(self.art, name)
@@ -150,8 +162,8 @@ def run_record(units: Sequence[ReadUnit], art, opts: ScoreOptions) -> dict:
     idents = pins.identities(units)
     out = [{"name": u.name, "path": u.path, "fmt": u.fmt, "part": u.part, "start": u.start, "stop": u.stop,
             **idents[u.path]} for u in units]
-    return {"schema": RUN_SCHEMA, "model_sha": art.sha, "model_version": art.model_version, "model_path": str(art.path),
-            "precision": opts.precision, "top_k": opts.top_k, "units": out, "inputs": idents}
+    return {"schema": RUN_SCHEMA, "model_sha": art.sha, "model_version": art.version, "model_path": str(art.path),
+            "registry": art.registry, "precision": opts.precision, "top_k": opts.top_k, "units": out, "inputs": idents}
 
 
 def _same_run(old: dict, new: dict) -> bool:
@@ -220,7 +232,7 @@ class Committer:
     def _commit(self, unit: str, p: _Progress) -> None:
         lay = self.layout
         moves, files, reject_files = [], [], []
-        rows = rejects = 0
+        rows = rejects = chars = oov = 0
         for start in sorted(p.frags):
             rec = p.frags[start]
             if rec["scored_file"]:
@@ -237,10 +249,13 @@ class Committer:
                 reject_files.append(name)
             rows += rec["rows"]
             rejects += rec["rejects"]
+            chars += rec.get("chars") or 0
+            oov += rec.get("oov_chars") or 0
         u = self.units[unit]
         marker = {"unit": unit, "path": u.path, "fmt": u.fmt, "part": u.part, "start": u.start, "stop": u.stop,
                   "records": p.total, "rows": rows,
-                  "rejects": rejects, "files": files, "reject_files": reject_files, "attempt": self.attempt,
+                  "rejects": rejects, "chars": chars, "oov_chars": oov, "files": files, "reject_files": reject_files,
+                  "attempt": self.attempt,
                   "committed_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         def before_marker():
             maybe_fault(self.fault, "commit")
@@ -302,7 +317,8 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
         warnings.simplefilter("ignore", DeprecationWarning)
         return ds.map_batches(
             ScoreStage,
-            fn_constructor_kwargs={"model_dir": str(art.path), "model_sha": art.sha, "precision": opts.precision, "threads": opts.threads,
+            fn_constructor_kwargs={"model_dir": str(art.path), "model_sha": art.sha, "model_version": art.version,
+                                   "precision": opts.precision, "threads": opts.threads,
                                    "batch_size": opts.batch_size, "top_k": opts.top_k, "staging_uri": staging_uri,
                                    "cfg": art.config.data, "fault": opts.fault, "chunk": opts.slice_rows},
             # items queued per actor: the next one is already there when the current one ends (with 1,
@@ -341,6 +357,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
     nothing touched) or ``inputs_changed`` (a finished date whose inputs changed or grew since:
     nothing touched; rerun with --overwrite to redo it)."""
     from tagging.artifact import load_artifact
+    from tagging.tracking import is_registry_uri, log_night, resolve_model
 
     started = time.time()
     check_date(opts.date)
@@ -348,8 +365,12 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         raise ScoreError(f"--precision {opts.precision!r}: expected fp32 or int8")
     if opts.top_k is not None and opts.top_k < 1:
         raise ScoreError("--top-k must be at least 1")
-    # The model is pinned: a symlinked --model is resolved once, and every actor checks the sha.
-    art = PinnedArtifact.of(load_artifact(os.path.realpath(opts.model)))
+    # The model is pinned: models:/NAME@alias becomes one version (downloaded and verified once),
+    # a symlinked --model is resolved once, and every actor checks the manifest's sha.
+    model_dir, registry = resolve_model(opts.model, opts.tracking_uri) if is_registry_uri(opts.model) else (opts.model, None)
+    art = PinnedArtifact.of(load_artifact(os.path.realpath(model_dir)), registry)
+    if registry:
+        log(f"model {opts.model} -> {registry['uri']} ({art.path})")
     art.onnx_variant(opts.precision)  # refuses a missing or gate-failed int8 model now
     run_id = f"{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"  # names this run's staging and lease
     layout = OutputLayout(opts.output, opts.date)
@@ -441,7 +462,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
             "pipeline_s": round(scoring_s, 3) if rows_this_run else None,
             "timing": _timing(started, t_ray, commit_times, finished),
             "throughput_docs_per_s": round(rows_this_run / scoring_s, 1) if rows_this_run and scoring_s > 0 else None,
-            "options": {k: v for k, v in asdict(opts).items() if k not in ("fault", "model", "inputs", "output", "date")},
+            "options": {k: v for k, v in asdict(opts).items() if k not in ("fault", "model", "inputs", "output", "date", "tracking_uri")},
         })
         # Pinned inputs: every planned file as it was, and no new one, or no _SUCCESS.
         _check_inputs(opts, record, "inputs changed during the run")
@@ -453,6 +474,9 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         layout.write_json(layout.path(SUCCESS), success)
         log(f"done: {summary['rows_scored']} scored + {summary['rows_rejected']} rejected = {summary['rows_read']} read "
             f"-> {layout.dir}")
+        if summary["drift"]["flagged"]:
+            log(f"drift flagged: {', '.join(summary['drift']['flagged'])} (summary.json: drift)")
+        log_night(opts.tracking_uri, summary, layout.path(SUMMARY) if layout.local else None)
         return summary
 
 
@@ -531,12 +555,16 @@ def build_summary(layout: OutputLayout, units: Sequence[ReadUnit], committed: di
     if rows_scored + rows_rejected != rows_read:
         raise ScoreError(f"accounting mismatch in {layout.dir}: {rows_scored} scored + {rows_rejected} rejected "
                          f"!= {rows_read} records read; not writing _SUCCESS")
+    # characters read / out of the vocabulary: per unit, before the duplicate pass (a share, not a count of rows)
+    chars = sum(int(committed[u.name].get("chars") or 0) for u in units)
+    oov = sum(int(committed[u.name].get("oov_chars") or 0) for u in units)
+    previous = previous_summaries(opts.output, opts.date, PREVIOUS_NIGHTS)
     return {
         "date": opts.date,
         "input": list(opts.inputs),
         "output": layout.uri_of(layout.dir),
-        "model": {"path": str(art.path), "version": art.model_version, "sha": art.sha, "precision": opts.precision,
-                  "max_length": art.max_length},
+        "model": {"path": str(art.path), "version": art.version, "artifact_version": art.model_version, "sha": art.sha,
+                  "precision": opts.precision, "max_length": art.max_length, "registry": art.registry},
         "rows_read": rows_read,
         "rows_scored": rows_scored,
         "rows_rejected": rows_rejected,
@@ -544,4 +572,5 @@ def build_summary(layout: OutputLayout, units: Sequence[ReadUnit], committed: di
         "rows_truncated": truncated,
         "tags": {t: {"count": c, "rate": round(c / rows_scored, 6) if rows_scored else 0.0} for t, c in tag_counts.items()},
         "files": {"parts": len(files), "rejects": len(reject_paths)},
+        "drift": night_drift(tag_counts, rows_scored, truncated, chars, oov, art.manifest.get("drift_reference"), previous),
     }

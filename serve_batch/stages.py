@@ -35,6 +35,8 @@ RECEIPT_SCHEMA = pa.schema([
     ("scored_file", pa.string()),  # staging file names (null when empty)
     ("rejects_file", pa.string()),
     ("total", pa.int64()),  # the unit's record count when known to this receipt, else -1
+    ("chars", pa.int64()),  # characters the model read for the rows scored (drift: out-of-vocabulary share)
+    ("oov_chars", pa.int64()),  # ... of which outside the vocabulary
 ])
 
 
@@ -88,10 +90,11 @@ class ScoreStage:
 
     def __init__(self, model_dir: str, model_sha: str, precision: str, threads: int, batch_size: int,
                  top_k: int | None, staging_uri: str, cfg: DataConfig, fault: FaultPlan | None = None,
-                 chunk: int = RECORDS_PER_CHUNK) -> None:
+                 chunk: int = RECORDS_PER_CHUNK, model_version: str | None = None) -> None:
         self.scorer = pinned_scorer(model_dir, model_sha, precision, threads, batch_size)
         art = self.scorer.art
-        self.model_version = art.model_version
+        # the registry version (models:/NAME/3) when the run was planned from the registry, else the artifact's own
+        self.model_version = model_version or art.model_version
         self.top_k = top_k
         self.fs, self.staging = resolve_filesystem(staging_uri)
         self.cfg = cfg
@@ -128,7 +131,7 @@ class ScoreStage:
             table = scored_table(pa.array([r.id for r in rows], pa.string()), pa.array([r.source for r in rows], pa.string()),
                                  scores, self.scorer.labels, self.model_version, self.top_k)
             pq.write_table(table, posixpath.join(self.staging, "scored-" + name), filesystem=self.fs)
-            receipt.update(rows=len(rows), scored_file="scored-" + name)
+            receipt.update(rows=len(rows), scored_file="scored-" + name, chars=scores.chars, oov_chars=scores.oov_chars)
         bad = [r for r in recs if isinstance(r, Reject)]
         if bad:
             rej = pa.Table.from_pylist([{"id": r.id, "reason": r.reason, "source": r.source, "raw": r.raw} for r in bad],

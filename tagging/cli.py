@@ -1,6 +1,6 @@
 """The `tagging` command line: one Typer app composed of the command modules below.
 
-    tagging.commands         train, config, evaluate, predict, synth, bench-train
+    tagging.commands         train, config, evaluate, register, predict, synth, bench-train
     tagging.report_commands  baselines, report, explain
     serve_batch.commands     score, quantize, bench-score
     tune.commands            tune

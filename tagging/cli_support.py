@@ -22,6 +22,10 @@ Sets = Annotated[Optional[list[str]], typer.Option(
     help="Any config field, dotted (model.dropout=0.2, model.filter_widths=1,2,3), typed by the field; "
          "repeatable; `tagging config` lists the fields.")]
 Address = Annotated[Optional[str], typer.Option(help="Ray cluster address.", show_default="RAY_ADDRESS, else a local Ray")]
+TrackingUri = Annotated[Optional[str], typer.Option(
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", metavar="URI",
+    help="MLflow tracking URI: log this run there (sqlite:///mlflow.db, http://host:5000). Logging never fails the command.",
+    show_default="MLFLOW_TRACKING_URI, else no tracking")]
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

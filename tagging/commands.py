@@ -1,4 +1,4 @@
-"""The core commands: `tagging train | evaluate | predict | synth | bench-train | config`.
+"""The core commands: `tagging train | evaluate | register | predict | synth | bench-train | config`.
 
 Light imports only (typer, tagging.cli_support); each command imports its implementation in
 its body, so `tagging --help` stays fast. tagging.cli composes these into the app.
@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tagging.cli_support import Address, ConfigFile, Data, Labels, Sets, Tags, config_overrides, echo_json, parse_sets, run_command
+from tagging.cli_support import (Address, ConfigFile, Data, Labels, Sets, Tags, TrackingUri, config_overrides, echo_json, parse_sets,
+                                  run_command)
 
 
 def train(
@@ -36,6 +37,7 @@ def train(
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard the checkpoints of an earlier run with this --run-name and start over.")] = False,
     storage: Annotated[str, typer.Option(help="Checkpoint storage path or URI.")] = "runs",
     address: Address = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Train the char-CNN data-parallel with Ray Train and write a versioned artifact (with ONNX).
 
@@ -51,8 +53,10 @@ def train(
             "learning_rate": lr, "seed": seed, "model.ensemble": ensemble}, sets)
         cfg = load_config(config, overrides)  # a bad config fails here, before anything imports Ray
         from tagging.dist.training import run_training
+        from tagging.tracking import tracking_uri as uri
 
-        art = run_training(cfg, data, str(out), run_name=run_name, storage=storage, address=address, fresh=fresh)
+        art = run_training(cfg, data, str(out), run_name=run_name, storage=storage, address=address, fresh=fresh,
+                           tracking_uri=uri(tracking_uri))
         teacher = art.manifest.get("distillation", {}).get("teacher", {})
         echo_json({"artifact": str(art.path), "test": art.manifest["metrics"]["overall"],
                    **({"teacher": str(art.path / teacher["path"]), "teacher_test": teacher["test_metrics"]} if teacher else {})})
@@ -74,6 +78,7 @@ def distill(
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard the checkpoints of an earlier run with this --run-name and start over.")] = False,
     storage: Annotated[str, typer.Option(help="Checkpoint storage path or URI.")] = "runs",
     address: Address = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Distill a teacher (ensemble) into one char-CNN: teacher scores by Ray Data + ONNX Runtime, the student by Ray Train.
 
@@ -91,9 +96,10 @@ def distill(
                                       "distill.alpha": alpha}, sets)
         cfg = load_config(student_config, overrides, base=base)
         from tagging.dist.distill import run_distillation
+        from tagging.tracking import tracking_uri as uri
 
         art = run_distillation(cfg, str(teacher), data, str(out), unlabeled=unlabeled or (), run_name=run_name,
-                               storage=storage, address=address, fresh=fresh)
+                               storage=storage, address=address, fresh=fresh, tracking_uri=uri(tracking_uri))
         echo_json({"artifact": str(art.path), "test": art.manifest["metrics"]["overall"],
                    "teacher_test": art.manifest["distillation"]["teacher"]["test_metrics"]})
 
@@ -130,16 +136,43 @@ def evaluate(
     model: Annotated[Path, typer.Option(help="Artifact directory.")],
     data: Data,
     out: Annotated[Path, typer.Option(help="Directory for metrics.json.")] = Path("out/eval"),
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Evaluate an artifact on labeled data with its own label space and thresholds."""
 
     def body():
         from tagging.evaluation import evaluate_files
+        from tagging.tracking import start_run, tracking_uri as uri
 
         metrics = evaluate_files(str(model), data)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        with start_run("evaluate", uri(tracking_uri), f"evaluate-{metrics['model_version']}",
+                       tags={"model_version": metrics["model_version"], "artifact_dir": str(model.absolute())}) as run:
+            run.log_params({"model": str(model.absolute()), "data": list(data)})
+            run.log_metrics({**metrics["overall"], **metrics["accounting"]})
+            run.log_metrics({f"f1/{tag}": v["f1"] for tag, v in metrics["per_class"].items()})
+            run.log_artifact(out / "metrics.json")
         echo_json({"metrics": str(out / "metrics.json"), "overall": metrics["overall"], "accounting": metrics["accounting"]})
+
+    run_command(body)
+
+
+def register(
+    model: Annotated[Path, typer.Option(help="Artifact directory to register (verified first).")],
+    name: Annotated[str, typer.Option(help="Registered model name.")],
+    alias: Annotated[Optional[str], typer.Option(help="Point this alias (e.g. production) at the new version.")] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Register an artifact in the MLflow model registry as a new version (ONNX, manifest and every file, checksums kept).
+
+    Score it with `tagging score --model models:/NAME@ALIAS` (or models:/NAME/VERSION): the alias is resolved to one version when the run plans.
+    """
+
+    def body():
+        from tagging.tracking import register_model, tracking_uri as uri
+
+        echo_json(register_model(uri(tracking_uri), model, name, alias))
 
     run_command(body)
 
@@ -198,5 +231,6 @@ def bench_train(
     run_command(body)
 
 
-COMMANDS = {"train": train, "distill": distill, "config": show_config, "evaluate": evaluate, "predict": predict, "synth": synth,
+COMMANDS = {"train": train, "distill": distill, "config": show_config, "evaluate": evaluate, "register": register, "predict": predict,
+            "synth": synth,
             "bench-train": bench_train}

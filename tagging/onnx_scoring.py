@@ -17,6 +17,7 @@ from tagging.artifact import Artifact
 from tagging.batching import bucket_order
 from tagging.export import session, sigmoid
 from tagging.thresholds import apply_thresholds
+from tagging.vocab import PAD_ID, UNK_ID
 
 DEFAULT_BATCH_SIZE = 64  # 1-thread fp32 ONNX Runtime: 2,861 docs/s at 64 vs 2,518 at 256 (activations stay in cache)
 
@@ -26,6 +27,8 @@ class Scores:
     probs: np.ndarray  # float32 [rows, labels], rows in input order
     tags: np.ndarray  # bool [rows, labels]: apply_thresholds(probs, artifact thresholds)
     truncated: np.ndarray  # bool [rows]: text longer than the artifact's max_length
+    chars: int = 0  # characters the model read (at most max_length per text)
+    oov_chars: int = 0  # ... of which outside the vocabulary (UNK): the drift check's input
 
 
 class OnnxScorer:
@@ -67,6 +70,12 @@ class OnnxScorer:
         return out
 
     def score(self, texts: Sequence[str]) -> Scores:
-        probs = self.probs(texts)
+        """Probabilities, tags, truncation, and how many characters read were out of the vocabulary."""
+        probs = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        chars = oov = 0
+        for idx, ids in self.encode_batches(texts):
+            probs[idx] = self.run_ids(ids)
+            chars += int(np.count_nonzero(ids != PAD_ID))
+            oov += int(np.count_nonzero(ids == UNK_ID))
         lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-        return Scores(probs, apply_thresholds(probs, self.art.thresholds), lengths > self.art.max_length)
+        return Scores(probs, apply_thresholds(probs, self.art.thresholds), lengths > self.art.max_length, chars, oov)

@@ -60,16 +60,35 @@ def baselines(
 
 
 def report(
-    model: Annotated[Path, typer.Option(help="Artifact directory.")],
-    out: Annotated[Path, typer.Option(help="Directory for report.html and metrics.json.")],
+    model: Annotated[Optional[Path], typer.Option(help="Artifact directory (the evaluation report).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Directory for report.html and metrics.json (with --scores: nights.md and nights.json).")] = None,
     data: Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Labeled data the model was trained on: its test ids (splits.json) are scored. Repeatable.")] = None,
     baselines: Annotated[Optional[Path], typer.Option(help="Output directory of `tagging baselines`, shown next to the model.")] = None,
     behavior: Annotated[bool, typer.Option("--behavior/--no-behavior", help="Run the behavioral checks and summarize them.")] = True,
     tags: Annotated[Optional[str], typer.Option(help="Tags file (aliases, parents); path or URI.", show_default="the training run's, if present")] = None,
+    scores: Annotated[Optional[str], typer.Option(help="Instead: the last nights of this `tagging score` output (path or URI) side by side: "
+                                                       "accounting, rejects, throughput, tag rates and drift flags.")] = None,
+    last: Annotated[int, typer.Option(help="With --scores: how many finished nights (newest last).")] = 7,
 ) -> None:
-    """Self-contained HTML evaluation report (metrics, baselines, curves, errors, slices, behavioral checks)."""
+    """Self-contained HTML evaluation report (metrics, baselines, curves, errors, slices, behavioral checks),
+    or with --scores the last nights side by side (a Markdown table on stdout)."""
 
     def body():
+        if scores is not None:
+            from tagging.scores import finished_dates, nights_table, read_summary
+
+            nights = [s for s in (read_summary(scores, d) for d in finished_dates(scores)[-last:]) if s]
+            if not nights:
+                raise ValueError(f"{scores}: no finished night (no date=*/_SUCCESS)")
+            table = nights_table(nights)
+            typer.echo(table, nl=False)
+            if out:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "nights.md").write_text(table)
+                (out / "nights.json").write_text(json.dumps(nights, indent=1, default=str) + "\n")
+            return
+        if model is None or out is None:
+            raise typer.BadParameter("--model and --out are required (or --scores for the nightly report)")
         from tagging.report import build_report
 
         r = build_report(model, out, data=data, baselines_dir=baselines, behavior=behavior, tags_file=tags)

@@ -57,6 +57,22 @@ def finished_dates(output: str) -> list[str]:
     return sorted(d for d in dates if fs.get_file_info(f"{base.rstrip('/')}/date={d}/{SUCCESS}").type == pafs.FileType.File)
 
 
+def read_summary(output: str, date: str) -> dict | None:
+    """summary.json of a finished date (None when it has none)."""
+    fs, base = resolve_filesystem(output)
+    try:
+        with fs.open_input_stream(f"{base.rstrip('/')}/date={date}/summary.json") as f:
+            return json.loads(f.read())
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+
+
+def previous_summaries(output: str, date: str, last: int) -> list[dict]:
+    """summary.json of the ``last`` finished dates before ``date`` under OUTPUT, oldest first."""
+    dates = [d for d in finished_dates(output) if d < date][-last:] if last > 0 else []
+    return [s for s in (read_summary(output, d) for d in dates) if s]
+
+
 def read_scores(output: str, date: str | None = None, rejects: bool = False, columns: list[str] | None = None,
                 verify: bool = False) -> pa.Table:
     """Scored rows (or ``rejects``) of one finished date, or of every finished date when ``date`` is
@@ -77,3 +93,35 @@ def read_scores(output: str, date: str | None = None, rejects: bool = False, col
                 t = t.append_column("date", pa.array([d] * t.num_rows, pa.string()))
             tables.append(t)
     return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def nights_table(summaries: list[dict]) -> str:
+    """The nights side by side (one column per date, oldest first) as a Markdown table: model,
+    accounting, rejects by reason, throughput, input-quality shares, each tag's rate (``!`` after
+    a rate flagged as drift against training or the previous nights), the drift flags."""
+    def drift(s: dict) -> dict:
+        return s.get("drift") or {}
+
+    def share(s: dict, part: str) -> str:
+        d = drift(s).get(part)
+        return f"{d['share']:.2%}" + (" !" if d["flagged"] else "") if d else ""
+
+    def rate(s: dict, tag: str) -> str:
+        v = s.get("tags", {}).get(tag)
+        if v is None:
+            return ""
+        flagged = any(tag in (drift(s).get(p) or {}).get("flagged", []) for p in ("vs_training", "vs_previous"))
+        return f"{v['rate']:.2%}" + (" !" if flagged else "")
+
+    reasons = sorted({r for s in summaries for r in s.get("rejects_by_reason", {})})
+    tags = sorted({t for s in summaries for t in s.get("tags", {})})
+    rows = [("model", lambda s: str(s.get("model", {}).get("version", ""))),
+            *[(k.replace("_", " "), lambda s, k=k: f"{s.get(k, 0):,}") for k in ("rows_read", "rows_scored", "rows_rejected")],
+            *[(f"rejected: {r}", lambda s, r=r: f"{s.get('rejects_by_reason', {}).get(r, 0):,}") for r in reasons],
+            ("docs/s", lambda s: f"{s['throughput_docs_per_s']:,.0f}" if s.get("throughput_docs_per_s") else ""),
+            ("truncated", lambda s: share(s, "truncated")), ("chars out of vocabulary", lambda s: share(s, "oov_chars")),
+            *[(f"tag {t}", lambda s, t=t: rate(s, t)) for t in tags],
+            ("drift flagged", lambda s: ", ".join(drift(s).get("flagged", [])) or "none")]
+    lines = ["| | " + " | ".join(s["date"] for s in summaries) + " |", "|---" * (len(summaries) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(cell(s) for s in summaries) + " |" for name, cell in rows]
+    return "\n".join(lines) + "\n"

@@ -29,6 +29,7 @@ from tagging.batching import Batch, bucket_order, encode_batch, predict_texts
 from tagging.config import TrainConfig
 from tagging.dataset import Prepared
 from tagging.distill import DistillLoss, draw_epoch_rows, packed_examples
+from tagging.drift import reference_profile
 from tagging.metrics import evaluate, weighted_f1
 from tagging.model import CharCNN, assemble, count_parameters
 from tagging.thresholds import apply_thresholds, fit_global_threshold, fit_thresholds, select_policy
@@ -406,6 +407,9 @@ def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, st
             "data": {"inputs": inputs, **prepared.counts, "truncated": truncated},
             "threshold_policy": policy,
             "parameters": count_parameters(model),
+            # nightly drift compares against this (tagging.drift): the model's own tag rates on its test split
+            "drift_reference": reference_profile(prepared.labels.labels, apply_thresholds(p_test, thresholds), test_texts, vocab,
+                                                 cfg.model.max_length),
             **(extra or {}),
         },
     )

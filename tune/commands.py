@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from tagging.cli_support import Address, Data, Labels, Sets, Tags, config_overrides, echo_json, run_command
+from tagging.cli_support import Address, Data, Labels, Sets, Tags, TrackingUri, config_overrides, echo_json, run_command
 
 
 def tune(
@@ -32,6 +32,7 @@ def tune(
     ensemble: Annotated[Optional[int], typer.Option(help="The tuned artifact: the best trial plus K-1 more members of its config (seeds seed+1..), averaged; 1 = the best trial alone.", show_default="the config's model.ensemble")] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Tune distillation students of this teacher artifact (its config is the base; --data must be its training data).")] = None,
     address: Address = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
     """Search hyperparameters (Ray Tune + Ray Train, ASHA) and the threshold policy; write the tuned artifact.
 
@@ -56,8 +57,14 @@ def tune(
             teacher_config = to_dict(load_artifact(teacher).config)
         base = load_config(config, config_overrides({"data.labels_file": labels, "data.tags_file": tags, "model.ensemble": ensemble}, sets),
                            base=teacher_config)
-        summary = run_tune(base, data, str(out), space_path=str(space) if space else None, include_base=include_base,
-                           measure_cost=measure_cost, address=address, teacher=str(teacher) if teacher else None, **options)
+        import datetime as dt
+
+        from tagging.tracking import start_run, tracking_uri as uri
+
+        with start_run("tune", uri(tracking_uri), f"tune-{dt.datetime.now():%Y%m%d-%H%M%S}") as tracked:
+            summary = run_tune(base, data, str(out), space_path=str(space) if space else None, include_base=include_base,
+                               measure_cost=measure_cost, address=address, teacher=str(teacher) if teacher else None,
+                               tracked=tracked, **options)
         echo_json(summary)
 
     run_command(body)

@@ -137,6 +137,7 @@ def run_tune(
     measure_cost: bool = True,
     address: str | None = None,
     teacher: str | None = None,
+    tracked=None,
 ) -> dict:
     """Search, pick the best trial, tune its threshold policy, write leaderboard + artifact to ``out``.
 
@@ -145,7 +146,9 @@ def run_tune(
     artifact; ``base`` is its config with any changes) every trial is a distillation student of
     it: the teacher scores the student rows once (tagging.dist.distill) and the trials share
     them, so settings that change those rows (distill.concat_pool, unlabeled, teacher_linear)
-    stay fixed; the tuned artifact is the best student."""
+    stay fixed; the tuned artifact is the best student. ``tracked`` (a tagging.tracking.Run, the
+    caller's): every trial becomes a child run of it, and so does every further ensemble member;
+    the search settings, the best trial and the test metrics go to it."""
     check_tune_options(trials=trials, max_epochs=max_epochs, workers_per_trial=workers_per_trial, cpus_per_worker=cpus_per_worker,
                        max_concurrent=max_concurrent, search=search, grace_period=grace_period)
     grace = asha_grace_period(max_epochs, grace_period)
@@ -155,8 +158,10 @@ def run_tune(
     from ray.tune.schedulers import ASHAScheduler
 
     from tagging.dist.runtime import init_ray
+    from tagging.artifact import update_manifest
     from tagging.batching import predict_texts
-    from tagging.dist.training import check_inputs, finalize_artifact, prepare_with_ray, train_member, training_inputs
+    from tagging.dist.training import (check_inputs, finalize_artifact, prepare_with_ray, track_artifact, tracking_record, train_member,
+                                       training_inputs)
     from tagging.dist.worker import load_checkpoint_state
     from tagging.model import CharCNN, assemble, count_parameters
     from tagging.vocab import CharVocab
@@ -189,6 +194,14 @@ def run_tune(
     outdir.mkdir(parents=True, exist_ok=True)
     storage = str(outdir / "ray")
     experiment = f"tune-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if tracked is None:
+        from tagging.tracking import Run
+
+        tracked = Run()
+    tracked.set_tags({"tune_experiment": experiment, "storage": storage, "out": str(outdir)})
+    tracked.log_params({**base_dict, "tune.trials": trials, "tune.search": search, "tune.max_epochs": max_epochs,
+                        "tune.grace_period": grace, "tune.max_concurrent": max_concurrent, "tune.space": json.dumps(space, default=str),
+                        "inputs": list(data)})
     init_ray(address)
     cpus = ray.cluster_resources().get("CPU", 0)
     if workers_per_trial * cpus_per_worker > cpus:
@@ -237,7 +250,7 @@ def run_tune(
             metric="val_f1", mode="max", num_samples=trials, max_concurrent_trials=max_concurrent, search_alg=search_alg,
             scheduler=ASHAScheduler(time_attr="training_iteration", max_t=max_epochs, grace_period=grace, reduction_factor=2),
         ),
-        run_config=tune.RunConfig(name=experiment, storage_path=storage, verbose=0),
+        run_config=tune.RunConfig(name=experiment, storage_path=storage, verbose=0, callbacks=trial_runs(tracked)),
     )
     grid = tuner.fit()
     logger.info(f"{len(grid)} trials in {time.perf_counter() - t0:.0f} s")
@@ -289,7 +302,7 @@ def run_tune(
     states = [state]
     if final_cfg.model.ensemble > 1:
         _, inputs, datasets, _ = training_inputs(final_cfg, prepared)
-        states += [train_member(inputs, datasets, run_name, k, storage) for k in range(1, final_cfg.model.ensemble)]
+        states += [train_member(inputs, datasets, run_name, k, storage, tracked=tracked) for k in range(1, final_cfg.model.ensemble)]
     model = assemble(vocab.size, len(prepared.labels), final_cfg.model, [s["early_stopping"]["best_state"] for s in states])
 
     # Stage 2: threshold policy over the tuned model's validation scores.
@@ -332,8 +345,24 @@ def run_tune(
         "pareto": [board.iloc[i]["trial"] for i in pareto_front(list(zip(board["val_f1"], board["docs_per_s_fp32"].fillna(0))))],
     }
     (outdir / "tune_summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    art = update_manifest(art, {}, tracking_record(tracked))
+    tracked.log_metrics({"best_trial_val_f1": summary["best_val_f1"], "trials": summary["trials"], "failed_trials": summary["failed"],
+                         "stopped_early": summary["stopped_early"], "threshold_cv_f1": policy["cv_f1"]})
+    tracked.set_tags({"best_trial": str(summary["best_trial"])})
+    track_artifact(tracked, art)
+    for name in ("leaderboard.md", "leaderboard.csv", "thresholds_policies.csv", "best_config.json", "tune_summary.json", "pareto.png"):
+        tracked.log_artifact(outdir / name, "tune")
     logger.info(f"leaderboard {outdir / 'leaderboard.md'}; best config {outdir / 'best_config.json'}; artifact {art.path}")
     return summary
+
+
+def trial_runs(tracked) -> list | None:
+    """Tune callbacks that make every trial a child run of ``tracked`` (none when it is not tracked)."""
+    if not tracked.active:
+        return None
+    from tagging.dist.tracking import TrialRuns
+
+    return [TrialRuns(tracked.ref)]
 
 
 def _markdown(board: pd.DataFrame) -> str:

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from tagging.artifact import Artifact, ArtifactError, load_artifact
+from tagging.artifact import Artifact, ArtifactError, load_artifact, update_manifest
 from tagging.config import TrainConfig, to_dict
 from tagging.dataset import Prepared
 from tagging.distill import LinearTeacher, blend, concat_pool, pack, student_config
@@ -155,24 +155,42 @@ def run_distillation(
     log: Callable[[str], None] = print,
     prepared: Prepared | None = None,
     fresh: bool = False,
+    tracking_uri: str | None = None,
+    tracked=None,
 ) -> Artifact:
     """Distill the teacher artifact into one student trained on ``data`` (the teacher's training
     data) and write the student's artifact to ``out``. ``cfg`` is the teacher's config with the
     student's settings (``distill.*``) on top; ``prepared`` skips reading ``data`` again
-    (`tagging train` passes the rows it trained the teacher on)."""
+    (`tagging train` passes the rows it trained the teacher on). MLflow: the student is the run
+    ``tracked`` (`tagging train` passes a child of its run), else a run of its own when
+    ``tracking_uri`` is given."""
     from pathlib import Path
 
+    from tagging.dist.training import new_run_name
+
+    from tagging.tracking import start_run
+
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
+    run_name = run_name or new_run_name("distill")
+    if tracked is not None:
+        with tracked:
+            return _distill(cfg, teacher_dir, data, out, unlabeled, run_name, storage, address, log, prepared, fresh, tracked)
+    with start_run("distill", tracking_uri, run_name, resume=not fresh) as tracked:
+        return _distill(cfg, teacher_dir, data, out, unlabeled, run_name, storage, address, log, prepared, fresh, tracked)
+
+
+def _distill(cfg, teacher_dir, data, out, unlabeled, run_name, storage, address, log, prepared, fresh, tracked) -> Artifact:
     from tagging.dist.runtime import init_ray
-    from tagging.dist.training import (_with_tensor, check_inputs, check_resume, discard_runs, new_run_name,
-                                       prepare_with_ray, run_record, train_member, with_rejects)
+    from tagging.dist.training import (_with_tensor, check_inputs, check_resume, discard_runs, prepare_with_ray, run_record,
+                                       track_artifact, tracking_record, train_member, with_rejects)
     from tagging.readers import check_columns, plan_units
     from tagging.training import finalize_artifact, split_inputs
 
     t_start = time.perf_counter()
-    if Path(out).exists() and any(Path(out).iterdir()):
-        raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
     teacher = load_artifact(teacher_dir)
-    run_name = run_name or new_run_name("distill")
+    tracked.log_params({**to_dict(cfg), "teacher": str(teacher.path), "teacher_sha": teacher.sha, "inputs": list(data),
+                        "unlabeled": list(unlabeled)})
     storage = os.path.abspath(storage) if "://" not in storage else storage
     units = check_inputs(cfg, data) if prepared is None else None
     unlabeled_units = plan_units(list(unlabeled)) if unlabeled else []
@@ -198,11 +216,12 @@ def run_distillation(
     log(f"[tagging] teacher {teacher.model_version} scored {sum(counts.values())} student rows in "
         f"{time.perf_counter() - t0:.1f} s: {counts}")
     datasets = {"train": train_ds, "val": _with_tensor(prepared.split("val"), prepared.texts_and_targets("val")[1])}
-    state = train_member(inputs, datasets, run_name, 0, storage, log)
+    state = train_member(inputs, datasets, run_name, 0, storage, log, tracked)
     art = finalize_artifact(scfg, prepared, vocab, [state], out, run_name, list(data), truncated,
                             {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log,
                             extra={"distillation": distillation_record(teacher, cfg, counts, unlabeled)})
-    art = with_rejects(art, prepared)
+    art = update_manifest(with_rejects(art, prepared), {}, tracking_record(tracked))
+    track_artifact(tracked, art)
     t = teacher.manifest["metrics"]["overall"]["f1"]
     log(f"[tagging] student {art.path}: test weighted F1 {art.manifest['metrics']['overall']['f1']:.4f} (teacher {t:.4f})")
     return art
@@ -212,8 +231,6 @@ def keep_teacher(student: Artifact, teacher_dir: str) -> Artifact:
     """Move the teacher's artifact into the student's (``STUDENT/teacher``) and point the student's
     manifest at it; the student's own files and checksums are unchanged."""
     import shutil
-
-    from tagging.artifact import update_manifest
 
     shutil.move(teacher_dir, student.path / "teacher")
     distillation = student.manifest["distillation"]

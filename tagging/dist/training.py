@@ -76,6 +76,7 @@ def run_training(
     address: str | None = None,
     log: Callable[[str], None] = print,
     fresh: bool = False,
+    tracking_uri: str | None = None,
 ) -> Artifact:
     """Train end to end and write the artifact to ``out``; returns the loaded artifact.
 
@@ -86,8 +87,11 @@ def run_training(
     With ``distill.enabled`` the ensemble is the teacher: it is saved first, one student is
     distilled from it (tagging.dist.distill, run ``RUN-student``) into ``out``, and the teacher's
     artifact is kept inside the student's as ``out/teacher``.
+    With ``tracking_uri`` the run is an MLflow run (``track_training``; a resumed run continues it;
+    a student is its child run).
     """
     from tagging.dist.runtime import init_ray
+    from tagging.tracking import start_run
 
     t_start = time.perf_counter()
     if Path(out).exists() and any(Path(out).iterdir()):
@@ -99,29 +103,34 @@ def run_training(
     distill = cfg.distill.enabled and cfg.model.ensemble > 1  # a one-model run has no ensemble to distill
     if fresh:
         discard_runs(storage, [member_run_name(run_name, k) for k in range(cfg.model.ensemble)] + [f"{run_name}-student"] * distill, log)
-    init_ray(address)
-    prepared = prepare_with_ray(cfg, data, log, units)
-    teacher_out = str(Path(out).parent / f".{Path(out).name}.teacher-{run_name}") if distill else out
-    if distill and _finished_teacher(teacher_out, run_name):
-        log(f"[tagging] teacher {teacher_out} of run {run_name} is already trained")
-    else:
+    with start_run("train", tracking_uri, run_name, resume=not fresh) as tracked:
+        tracked.log_params({**to_dict(cfg), "inputs": list(data), "storage": storage})
+        init_ray(address)
+        prepared = prepare_with_ray(cfg, data, log, units)
+        teacher_out = str(Path(out).parent / f".{Path(out).name}.teacher-{run_name}") if distill else out
+        if distill and _finished_teacher(teacher_out, run_name):
+            log(f"[tagging] teacher {teacher_out} of run {run_name} is already trained")
+        else:
+            if distill:
+                shutil.rmtree(teacher_out, ignore_errors=True)  # a teacher cut off while it was written
+            vocab, inputs, datasets, truncated = training_inputs(cfg, prepared)
+            log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
+            check_resume(storage, run_name, cfg.model.ensemble, run_record(cfg, prepared, vocab), log)
+            states = [train_member(inputs, datasets, run_name, k, storage, log, tracked) for k in range(cfg.model.ensemble)]
+            art = finalize_artifact(cfg, prepared, vocab, states, teacher_out, run_name, list(data), truncated,
+                                    {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
+            art = with_rejects(art, prepared)
+            log(f"[tagging] {'teacher ' if distill else ''}artifact {art.path} (model_version {art.model_version}); "
+                f"rejects: {art.path / 'rejects.parquet'}")
         if distill:
-            shutil.rmtree(teacher_out, ignore_errors=True)  # a teacher cut off while it was written
-        vocab, inputs, datasets, truncated = training_inputs(cfg, prepared)
-        log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
-        check_resume(storage, run_name, cfg.model.ensemble, run_record(cfg, prepared, vocab), log)
-        states = [train_member(inputs, datasets, run_name, k, storage, log) for k in range(cfg.model.ensemble)]
-        art = finalize_artifact(cfg, prepared, vocab, states, teacher_out, run_name, list(data), truncated,
-                                {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
-        art = with_rejects(art, prepared)
-        log(f"[tagging] {'teacher ' if distill else ''}artifact {art.path} (model_version {art.model_version}); rejects: {art.path / 'rejects.parquet'}")
-    if not distill:
-        return art
-    from tagging.dist.distill import keep_teacher, run_distillation
+            from tagging.dist.distill import keep_teacher, run_distillation
 
-    student = run_distillation(cfg, teacher_out, data, out, run_name=f"{run_name}-student", storage=storage, address=address,
-                               log=log, prepared=prepared)
-    return keep_teacher(student, teacher_out)
+            student = run_distillation(cfg, teacher_out, data, out, run_name=f"{run_name}-student", storage=storage, address=address,
+                                       log=log, prepared=prepared, tracked=tracked.child(f"{run_name}-student", {"student": "true"}))
+            art = keep_teacher(student, teacher_out)
+        art = update_manifest(art, {}, tracking_record(tracked))
+        track_artifact(tracked, art)
+    return art
 
 
 def _finished_teacher(path: str, run_name: str) -> bool:
@@ -137,6 +146,25 @@ def with_rejects(art: Artifact, prepared: Prepared) -> Artifact:
     path = art.path / "rejects.parquet"
     prepared.rejects.astype({"id": "string", "reason": "string", "source": "string", "raw": "string"}).to_parquet(path, index=False)
     return update_manifest(art, {"rejects.parquet": path}, {})
+
+
+def tracking_record(run) -> dict:
+    """The manifest's ``tracking`` entry (which MLflow run trained it; `tagging register` logs the
+    model to that run) or nothing when the run is not tracked."""
+    return {"tracking": {"uri": run.ref.uri, "run_id": run.ref.run_id, "experiment": run.ref.experiment_name}} if run.active else {}
+
+
+def track_artifact(run, art: Artifact) -> None:
+    """What a finished training logs: test metrics, the artifact's directory and its JSON files."""
+    metrics = art.manifest["metrics"]
+    run.log_metrics({f"test_{k}": v for k, v in metrics["overall"].items()} | {
+        "test_global_threshold_f1": metrics.get("global_threshold_f1"), "parameters": art.manifest.get("parameters"),
+        **{f"rows_{k}": v for k, v in art.manifest.get("data", {}).items() if isinstance(v, int)}})
+    run.log_metrics({f"test_f1/{tag}": v["f1"] for tag, v in metrics.get("per_class", {}).items() if isinstance(v, dict)})
+    run.set_tags({"artifact_dir": str(art.path), "model_version": art.model_version, "manifest_sha256": art.sha,
+                  "data_hash": art.manifest.get("data_hash")})
+    for name in ("manifest.json", "metrics.json", "history.json", "thresholds.json", "labels.json"):
+        run.log_artifact(art.path / name, "artifact")
 
 
 def _storage_fs(storage: str):
@@ -227,15 +255,40 @@ def check_resume(storage: str, run_name: str, members: int, record: dict, log: C
 
 
 def train_member(inputs: WorkerInputs, datasets: dict, run_name: str, k: int, storage: str,
-                 log: Callable[[str], None] = print) -> dict:
+                 log: Callable[[str], None] = print, tracked=None) -> dict:
     """One Ray Train run: ensemble member ``k`` of ``inputs.config`` (seed + k), resumed if its
-    run already has checkpoints; returns its final checkpoint state."""
+    run already has checkpoints; returns its final checkpoint state.
+
+    ``tracked`` (a tagging.tracking.Run): rank 0's epochs go to it, or to a child run per member
+    when the config is an ensemble."""
     from tagging.dist.worker import build_trainer, load_checkpoint_state
 
     cfg, name = inputs.config, member_run_name(run_name, k)
     member = f" (ensemble member {k + 1} of {cfg.model.ensemble}, seed {cfg.seed + k})" if cfg.model.ensemble > 1 else ""
     log(f"[tagging] run {name}{member}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{name}")
-    result = build_trainer(inputs.member(k, os.path.join(storage, name)), datasets, name, storage).fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"run {name} finished without a checkpoint")
-    return load_checkpoint_state(result.checkpoint)
+    target = None
+    if tracked is not None and tracked.active:
+        target = tracked.child(f"{run_name}-m{k}", {"member": str(k), "seed": str(cfg.seed + k)}) if cfg.model.ensemble > 1 else tracked
+    callbacks = None
+    if target is not None and target.active:
+        from tagging.dist.tracking import EpochMetrics
+
+        callbacks = [EpochMetrics(target.ref)]
+    try:
+        result = build_trainer(inputs.member(k, os.path.join(storage, name)), datasets, name, storage, callbacks=callbacks).fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"run {name} finished without a checkpoint")
+        state = load_checkpoint_state(result.checkpoint)
+    except BaseException:
+        if target is not None and target is not tracked:
+            target.end("FAILED")
+        raise
+    if target is not None:
+        from tagging.dist.tracking import EPOCH_METRICS
+
+        target.log_epochs(state["history"], EPOCH_METRICS)
+    if target is not None and target is not tracked:
+        stop = state["early_stopping"]
+        target.log_metrics({"best_val_f1": stop["best_score"], "best_epoch": stop["best_epoch"], "epochs": len(state["history"])})
+        target.end()
+    return state

@@ -47,7 +47,8 @@ def tune_inputs(tmp_path_factory):
 
 def test_tune_asha_thresholds_and_a_second_run(tune_inputs):
     root = tune_inputs
-    first = _tune(str(root / "data.parquet"), root / "out1", root / "space.json", "--ensemble", "2")
+    uri = f"sqlite:///{root}/mlflow.db"
+    first = _tune(str(root / "data.parquet"), root / "out1", root / "space.json", "--ensemble", "2", "--tracking-uri", uri)
     assert first.returncode == 0, first.stderr[-4000:]
     board = pd.read_csv(root / "out1" / "leaderboard.csv")
     assert len(board) == 4
@@ -70,6 +71,21 @@ def test_tune_asha_thresholds_and_a_second_run(tune_inputs):
     assert "ensemble member 2 of 2" in first.stdout + first.stderr
     assert (root / "out1" / "pareto.png").stat().st_size > 1000
     assert (root / "out1" / "leaderboard.md").read_text().startswith("| trial |")
+    # MLflow: the tuning run, each trial a child run with its params and epochs, the second ensemble member too
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    parent = client.get_run(art.manifest["tracking"]["run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["tune_experiment"] == summary["experiment"]
+    assert parent.data.metrics["test_f1"] == pytest.approx(summary["test_f1"]) and parent.data.params["tune.trials"] == "1"
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    trials = [c for c in children if "learning_rate" in c.data.params]
+    assert len(trials) == 4 and all(c.info.status == "FINISHED" for c in children), [(c.info.run_name, c.info.status) for c in children]
+    assert sorted(float(c.data.params["learning_rate"]) for c in trials) == pytest.approx([1e-7, 1e-7, 1e-7, 0.01])
+    epochs = sorted(len(client.get_metric_history(c.info.run_id, "val_f1")) for c in trials)
+    assert epochs == sorted(board["epochs"]), (epochs, board["epochs"].tolist())  # one val_f1 per epoch, ASHA's stops included
+    members = [c for c in children if c.info.run_name == f"{summary['experiment']}-best-m1"]
+    assert len(members) == 1 and members[0].data.metrics["best_val_f1"] > 0
     # A second run right after starts and finishes: nothing leaked (placement groups, workers).
     # Its trial reads a tags file given by a relative path (alias examples): trials run in their
     # own directories, so the path must reach them resolved.

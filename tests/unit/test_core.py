@@ -390,8 +390,9 @@ def test_train_epoch_learns_a_tiny_problem():
 def test_core_imports_without_ray():
     code = ("import sys, tagging, tagging.text, tagging.labels, tagging.vocab, tagging.config, tagging.readers, "
             "tagging.model, tagging.metrics, tagging.thresholds, tagging.split, tagging.training, tagging.artifact, "
-            "tagging.export, tagging.dataset, tagging.local, tagging.evaluation, tagging.synth, tagging.cli; "
-            "assert 'ray' not in sys.modules, 'ray imported'")
+            "tagging.export, tagging.dataset, tagging.local, tagging.evaluation, tagging.synth, tagging.cli, tagging.tracking, "
+            "tagging.drift, tagging.scores; "
+            "assert 'ray' not in sys.modules, 'ray imported'; assert 'mlflow' not in sys.modules, 'mlflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
