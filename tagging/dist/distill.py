@@ -166,31 +166,18 @@ def run_distillation(
     ``tracking_uri`` is given."""
     from pathlib import Path
 
-    from tagging.dist.training import new_run_name
-
-    from tagging.tracking import start_run
-
-    if Path(out).exists() and any(Path(out).iterdir()):
-        raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
-    run_name = run_name or new_run_name("distill")
-    if tracked is not None:
-        with tracked:
-            return _distill(cfg, teacher_dir, data, out, unlabeled, run_name, storage, address, log, prepared, fresh, tracked)
-    with start_run("distill", tracking_uri, run_name, resume=not fresh) as tracked:
-        return _distill(cfg, teacher_dir, data, out, unlabeled, run_name, storage, address, log, prepared, fresh, tracked)
-
-
-def _distill(cfg, teacher_dir, data, out, unlabeled, run_name, storage, address, log, prepared, fresh, tracked) -> Artifact:
     from tagging.dist.runtime import init_ray
-    from tagging.dist.training import (_with_tensor, check_inputs, check_resume, discard_runs, prepare_with_ray, run_record,
-                                       track_artifact, tracking_record, train_member, with_rejects)
+    from tagging.dist.training import (_with_tensor, check_inputs, check_resume, discard_runs, new_run_name, prepare_with_ray,
+                                       run_record, track_artifact, tracking_record, train_member, with_rejects)
     from tagging.readers import check_columns, plan_units
+    from tagging.tracking import start_run
     from tagging.training import finalize_artifact, split_inputs
 
     t_start = time.perf_counter()
+    if Path(out).exists() and any(Path(out).iterdir()):
+        raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
     teacher = load_artifact(teacher_dir)
-    tracked.log_params({**to_dict(cfg), "teacher": str(teacher.path), "teacher_sha": teacher.sha, "inputs": list(data),
-                        "unlabeled": list(unlabeled)})
+    run_name = run_name or new_run_name("distill")
     storage = os.path.abspath(storage) if "://" not in storage else storage
     units = check_inputs(cfg, data) if prepared is None else None
     unlabeled_units = plan_units(list(unlabeled)) if unlabeled else []
@@ -198,30 +185,33 @@ def _distill(cfg, teacher_dir, data, out, unlabeled, run_name, storage, address,
         check_columns(unlabeled_units, cfg.data, need_tags=False)
     if fresh:
         discard_runs(storage, [run_name], log)
-    init_ray(address)
-    prepared = prepared if prepared is not None else prepare_with_ray(cfg, data, log, units)
-    check_teacher_data(teacher, prepared)
-    scfg = student_config(cfg)
-    vocab, inputs, truncated = split_inputs(scfg, prepared)
-    inputs = replace(inputs, student=True)
-    record = {**run_record(scfg, prepared, vocab), "teacher_weights": teacher.manifest["files"]["model.pt"],
-              "unlabeled": sorted(unlabeled)}
-    check_resume(storage, run_name, 1, record, log)
-    linear = None
-    if cfg.distill.teacher_linear > 0:
-        (tt, yt), (vt, yv) = prepared.texts_and_targets("train"), prepared.texts_and_targets("val")
-        linear = LinearTeacher(cfg.seed).fit(tt, yt, vt, yv, prepared.labels)
-    t0 = time.perf_counter()
-    train_ds, counts = teacher_dataset(teacher, cfg, prepared, unlabeled_units, linear)
-    log(f"[tagging] teacher {teacher.model_version} scored {sum(counts.values())} student rows in "
-        f"{time.perf_counter() - t0:.1f} s: {counts}")
-    datasets = {"train": train_ds, "val": _with_tensor(prepared.split("val"), prepared.texts_and_targets("val")[1])}
-    state = train_member(inputs, datasets, run_name, 0, storage, log, tracked)
-    art = finalize_artifact(scfg, prepared, vocab, [state], out, run_name, list(data), truncated,
-                            {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log,
-                            extra={"distillation": distillation_record(teacher, cfg, counts, unlabeled)})
-    art = update_manifest(with_rejects(art, prepared), {}, tracking_record(tracked))
-    track_artifact(tracked, art)
+    with tracked if tracked is not None else start_run("distill", tracking_uri, run_name, resume=not fresh) as tracked:
+        tracked.log_params({**to_dict(cfg), "teacher": str(teacher.path), "teacher_sha": teacher.sha, "inputs": list(data),
+                            "unlabeled": list(unlabeled)})
+        init_ray(address)
+        prepared = prepared if prepared is not None else prepare_with_ray(cfg, data, log, units)
+        check_teacher_data(teacher, prepared)
+        scfg = student_config(cfg)
+        vocab, inputs, truncated = split_inputs(scfg, prepared)
+        inputs = replace(inputs, student=True)
+        record = {**run_record(scfg, prepared, vocab), "teacher_weights": teacher.manifest["files"]["model.pt"],
+                  "unlabeled": sorted(unlabeled)}
+        check_resume(storage, run_name, 1, record, log)
+        linear = None
+        if cfg.distill.teacher_linear > 0:
+            (tt, yt), (vt, yv) = prepared.texts_and_targets("train"), prepared.texts_and_targets("val")
+            linear = LinearTeacher(cfg.seed).fit(tt, yt, vt, yv, prepared.labels)
+        t0 = time.perf_counter()
+        train_ds, counts = teacher_dataset(teacher, cfg, prepared, unlabeled_units, linear)
+        log(f"[tagging] teacher {teacher.model_version} scored {sum(counts.values())} student rows in "
+            f"{time.perf_counter() - t0:.1f} s: {counts}")
+        datasets = {"train": train_ds, "val": _with_tensor(prepared.split("val"), prepared.texts_and_targets("val")[1])}
+        state = train_member(inputs, datasets, run_name, 0, storage, log, tracked)
+        art = finalize_artifact(scfg, prepared, vocab, [state], out, run_name, list(data), truncated,
+                                {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log,
+                                extra={"distillation": distillation_record(teacher, cfg, counts, unlabeled)})
+        art = update_manifest(with_rejects(art, prepared), {}, tracking_record(tracked))
+        track_artifact(tracked, art)
     t = teacher.manifest["metrics"]["overall"]["f1"]
     log(f"[tagging] student {art.path}: test weighted F1 {art.manifest['metrics']['overall']['f1']:.4f} (teacher {t:.4f})")
     return art
