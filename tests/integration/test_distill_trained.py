@@ -68,7 +68,8 @@ def distilled(tmp_path_factory):
     single = fit_in_process(inputs, *prepared.texts_and_targets("train"), *prepared.texts_and_targets("val")).best_model()
     single_f1 = _f1_as_training_does(single, prepared, vocab, scfg.model.max_length, scfg.seed)
     proc = cs.run_cli(["distill", "--teacher", str(teacher.path), "--data", str(data), "--out", str(work / "student"),
-                       "--unlabeled", str(work / "unlabeled.jsonl"), "--teacher-linear", "0.5", "--storage", str(work / "runs")],
+                       "--unlabeled", str(work / "unlabeled.jsonl"), "--teacher-linear", "0.5", "--storage", str(work / "runs"),
+                       "--tracking-uri", f"sqlite:///{work}/mlflow.db"],
                       timeout=600)
     return {"work": work, "data": data, "teacher": teacher, "prepared": prepared, "proc": proc, "single_f1": single_f1,
             "held_out": len(held)}
@@ -89,6 +90,18 @@ def test_distill_end_to_end_records_its_teacher_and_drops_held_out_texts(distill
     assert student.splits == teacher.splits  # the teacher's split, so nothing of val/test leaked
     assert json.loads(proc.stdout.strip().splitlines()[-1])["teacher_test"] == teacher.manifest["metrics"]["overall"]
     assert student.manifest["onnx"]["parity_max_abs_diff"] <= 1e-5
+
+
+def test_the_distillation_run_is_in_mlflow(distilled):
+    from mlflow import MlflowClient
+
+    assert distilled["proc"].returncode == 0, distilled["proc"].stderr[-3000:]
+    student = load_artifact(distilled["work"] / "student")
+    run = MlflowClient(student.manifest["tracking"]["uri"]).get_run(student.manifest["tracking"]["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["tagging.command"] == "distill"
+    assert run.data.params["teacher_sha"] == distilled["teacher"].sha and run.data.params["distill.teacher_linear"] == "0.5"
+    assert run.data.metrics["test_f1"] == pytest.approx(student.manifest["metrics"]["overall"]["f1"])
+    assert len(student.read_json("history.json")) == 6 and "val_f1" in run.data.metrics
 
 
 def test_the_student_beats_one_model_trained_without_the_teacher(distilled):
