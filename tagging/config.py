@@ -99,8 +99,8 @@ class DistillConfig:
     """Weight of the hard-label loss on labeled rows (0..1); the teacher's soft targets get 1 - alpha,
     and all of the loss on rows without labels."""
     concat_pool: int = 8
-    """Concatenations per training row scored by the teacher before training (>= 0); each epoch
-    draws concat_rate x training rows of them (in place of concatenations made on the fly)."""
+    """Concatenations per training row scored by the teacher before training (>= 0); each epoch the
+    student draws student_concat_rate x training rows of them (in place of concatenations made on the fly)."""
     unlabeled: bool = True
     """Also learn the teacher's scores on the input rows without a tag in the label space."""
     teacher_linear: float = 0.0
@@ -112,6 +112,8 @@ class DistillConfig:
     """The student's convolution widths (None = the teacher's model.filter_widths)."""
     student_max_length: int | None = None
     """The student's max_length in characters (None = the teacher's model.max_length)."""
+    student_concat_rate: float | None = None
+    """Concatenations per training row and epoch the student draws from the pool (0..8; None = concat_rate)."""
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -209,6 +211,7 @@ def validate(cfg: TrainConfig) -> None:
         ("distill.student_num_filters", (cfg.distill.student_num_filters or 1) > 0, "must be > 0"),
         ("distill.student_filter_widths", all(w > 0 for w in cfg.distill.student_filter_widths or (1,)), "must be widths > 0"),
         ("distill.student_max_length", (cfg.distill.student_max_length or 1) > 0, "must be > 0"),
+        ("distill.student_concat_rate", 0 <= (cfg.distill.student_concat_rate or 0) <= 8, "must be in [0, 8]"),
         ("workers", cfg.workers >= 0, "must be >= 0"),
         ("cpus_per_worker", cfg.cpus_per_worker > 0, "must be > 0"),
         ("batch_size", cfg.workers == 0 or cfg.batch_size >= cfg.workers, "must be >= workers"),

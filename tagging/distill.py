@@ -38,7 +38,8 @@ def student_config(cfg: TrainConfig) -> TrainConfig:
         num_filters=d.student_num_filters or cfg.model.num_filters,
         filter_widths=tuple(d.student_filter_widths or cfg.model.filter_widths),
         max_length=d.student_max_length or cfg.model.max_length)
-    return dataclasses.replace(cfg, model=model)
+    rate = cfg.concat_rate if d.student_concat_rate is None else d.student_concat_rate
+    return dataclasses.replace(cfg, model=model, concat_rate=rate)
 
 
 def pack(hard: np.ndarray, soft: np.ndarray, has_hard: np.ndarray, in_pool: np.ndarray) -> np.ndarray:
