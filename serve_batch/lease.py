@@ -273,6 +273,8 @@ class ObjectLease(Lease):
         if current is None:  # released meanwhile: try again
             return self._try_acquire() if self.wait_s == 0 else {}
         holder, token = current
+        if self._applied(body, current):
+            return None
         if (holder.get("expires_at") is not None and holder["expires_at"] < _now()) or _holder_is_gone(holder):
             try:  # a crashed holder: take over, if nobody else did since we read it
                 self.token, self.info = self._replace(body, token), body
@@ -286,7 +288,16 @@ class ObjectLease(Lease):
         try:
             self.token, self.info = self._replace(body, self.token), body
         except LeaseConflict:
-            self.lost = "the lease object was replaced or deleted"
+            if not self._applied(body, self._read()):
+                self.lost = "the lease object was replaced or deleted"
+
+    def _applied(self, body: dict, current: tuple[dict, str] | None) -> bool:
+        """Whether the object holds exactly our ``body`` (a write the SDK retried after the store had
+        applied it fails its condition the second time): then it is ours, at its current token."""
+        if current is None or current[0] != body:
+            return False
+        self.token, self.info = current[1], body
+        return True
 
     def _still_ours(self) -> str | None:
         try:

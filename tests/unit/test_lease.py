@@ -199,3 +199,23 @@ def test_a_lease_whose_holder_died_on_this_machine_is_taken_over_at_once(s3_out,
     with open_lease(lay, "run-b", ttl_s=60) as lease:
         assert json.loads(s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read())["run_id"] == "run-b"
         lease.check()
+
+
+def test_a_lease_write_applied_but_reported_failed_is_ours(s3_out, s3_server):
+    """An SDK that retries a conditional write the store had already applied sees the retry fail
+    its condition (412): the object then holds exactly our record, and the lease is ours."""
+    from serve_batch.lease import LeaseConflict
+
+    class RetriedWrites(S3Lease):
+        def _put(self, body, **cond):
+            super()._put(body, **cond)  # applied by the store...
+            raise LeaseConflict()  # ...but the retried request failed its condition
+
+    lease = RetriedWrites(OutputLayout(s3_out, DATE), "run-a", ttl_s=60).acquire()
+    lease._stop.set()
+    head = s3_server.client().head_object(Bucket=lease.bucket, Key=lease.key)
+    assert lease.token == head["ETag"] and lease.info["run_id"] == "run-a"
+    lease._renew()
+    assert lease.lost is None and lease.token == s3_server.client().head_object(Bucket=lease.bucket, Key=lease.key)["ETag"] != head["ETag"]
+    lease.check()
+    lease.release()
