@@ -72,12 +72,16 @@ def describe(path: str, was: dict, now: dict) -> str:
 
 def changed_since_plan(item: dict) -> str | None:
     """For a work item carrying its file's planned ``identity`` (JSON): None if the file is still
-    as planned, else how it changed (checked right after the unit is read, before its commit)."""
+    as planned, else how it changed (checked right after the unit is read, before its commit).
+    Only what both sides know is compared (a worker without the store's client library sees size
+    and mtime only, and its pinned read fails on the missing library instead)."""
     planned = json.loads(item.get("identity") or "null")
     if planned is None:
         return None
     now = file_identity(item["path"])
-    return None if now == planned else describe(item["path"], planned, now)
+    if not now.get("missing") and all(now[k] == planned[k] for k in set(now) & set(planned)):
+        return None
+    return describe(item["path"], planned, now)
 
 
 def changes(inputs: Sequence[str], planned: dict[str, dict]) -> list[str]:
