@@ -35,7 +35,9 @@ def score(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a date that already finished, or discard an unfinished run made with another model or inputs.")] = False,
     wait: Annotated[float, typer.Option("--wait", help="Seconds to wait for another run of the same date to finish (0: refuse at once, naming it).")] = 0.0,
     lease_ttl: Annotated[float, typer.Option(help="Object stores: seconds the date's lease lives unless renewed (a crashed run's date can be taken over after this).")] = 120.0,
-    no_lease: Annotated[bool, typer.Option("--no-lease", help="Take no lease on the date (only if the scheduler never starts two runs of a date; needed for stores without conditional writes, e.g. GCS).")] = False,
+    no_lease: Annotated[bool, typer.Option("--no-lease", help="Take no lease on the date (only if the scheduler never starts two runs of a date; needed for stores without conditional writes).")] = False,
+    require_upstream_success: Annotated[bool, typer.Option("--require-upstream-success", help="Plan only once each input folder holds its own _SUCCESS (its writer finished); else fail naming the folder.")] = False,
+    upstream_wait: Annotated[float, typer.Option("--upstream-wait", help="With --require-upstream-success: seconds to wait for the upstream _SUCCESS files (0: require them now).")] = 0.0,
     address: Address = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
@@ -55,6 +57,7 @@ def score(
                             gpus_per_actor=gpus_per_actor, batch_size=batch_size, slice_rows=slice_rows, unit_rows=unit_rows,
                             unit_mb=unit_mb, precision=precision, top_k=top_k,
                             overwrite=overwrite, address=address, wait_s=wait, lease_ttl_s=lease_ttl, lease=not no_lease,
+                            require_upstream_success=require_upstream_success, upstream_wait_s=upstream_wait,
                             fault=FaultPlan.from_env(), tracking_uri=uri(tracking_uri))
         summary = run_score(opts)
         keys = ("status", "output", "rows_read", "rows_scored", "rows_rejected", "throughput_docs_per_s", "changes")

@@ -34,6 +34,7 @@ from serve_batch import pins
 from serve_batch.faults import FaultPlan, maybe_fault
 from serve_batch.lease import open_lease
 from serve_batch.layout import COMMITS, REJECTS, RUN, STAGING, SUCCESS, SUMMARY, OutputLayout, ScoreError, check_date
+from tagging.artifact import code_version
 from tagging.drift import PREVIOUS_NIGHTS, night_drift
 from tagging.readers import InputError, ReadUnit, check_columns, check_readable, plan_units, resolve_filesystem
 from tagging.scores import previous_summaries
@@ -95,6 +96,10 @@ class ScoreOptions:
     can be taken over this long after its last renewal). Local disks use a lock instead."""
     lease: bool = True
     """Take the date's lease (False: --no-lease, the scheduler guarantees one run per date)."""
+    require_upstream_success: bool = False
+    """Plan only once each input folder holds its own _SUCCESS (its writer finished); else fail naming it."""
+    upstream_wait_s: float = 0.0
+    """With require_upstream_success: seconds to wait for the upstream _SUCCESS files (0: require them now)."""
     fault: FaultPlan = field(default_factory=FaultPlan)
     tracking_uri: str | None = None
     """MLflow tracking URI: the registry of a models:/ model, and where the date is logged as a run (tagging.tracking)."""
@@ -163,10 +168,12 @@ def run_record(units: Sequence[ReadUnit], art, opts: ScoreOptions) -> dict:
     out = [{"name": u.name, "path": u.path, "fmt": u.fmt, "part": u.part, "start": u.start, "stop": u.stop,
             **idents[u.path]} for u in units]
     return {"schema": RUN_SCHEMA, "model_sha": art.sha, "model_version": art.version, "model_path": str(art.path),
-            "registry": art.registry, "precision": opts.precision, "top_k": opts.top_k, "units": out, "inputs": idents}
+            "registry": art.registry, "precision": opts.precision, "top_k": opts.top_k, "units": out, "inputs": idents,
+            "code": code_version()}
 
 
 def _same_run(old: dict, new: dict) -> bool:
+    """A run that may resume ``old``: the same model, output options and inputs (other code only warns)."""
     keys = ("schema", "model_sha", "precision", "top_k", "units")
     return all(old.get(k) == new.get(k) for k in keys)
 
@@ -198,6 +205,10 @@ class Committer:
     def add(self, receipts: pa.Table) -> None:
         for rec in receipts.to_pylist():
             unit = rec["unit"]
+            if rec.get("changed"):  # its file is not as planned: this unit never commits, nor does the date
+                raise ScoreError(f"inputs changed during the run, not writing _SUCCESS: {rec['changed']}, seen right "
+                                 f"after reading unit {unit} (not committed); rerun with --overwrite to score the "
+                                 "inputs as they are now")
             if unit in self.committed or unit not in self.progress:
                 continue
             p = self.progress[unit]
@@ -297,13 +308,15 @@ def _resources(opts: ScoreOptions) -> tuple[int, float, float]:
     return actors, opts.cpus_per_actor, gpa
 
 
-def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_uri: str, sizing: tuple[int, float, float]):
+def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_uri: str, sizing: tuple[int, float, float],
+                  inputs: dict[str, dict] | None = None):
+    """The scoring pipeline over ``units``; ``inputs``: the planned identity of each file (read at it, checked after)."""
     import ray
 
     from serve_batch.stages import ScoreStage, work_items
 
     actors, cpa, gpa = sizing
-    items = work_items(list(units))
+    items = work_items(list(units), inputs)
     actors = max(1, min(actors, len(items)))  # more actors than work items would idle
     # One block per work item and one item per actor call: a free actor takes the next slice.
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
@@ -376,6 +389,8 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
     layout = OutputLayout(opts.output, opts.date)
     if layout.succeeded() and not opts.overwrite:  # read-only fast path: no lease needed
         return _finished(layout, opts, log)
+    if opts.require_upstream_success:
+        pins.wait_for_upstream(opts.inputs, opts.upstream_wait_s, log=log)
     units = plan(opts.inputs, art.config.data, opts.unit_rows, opts.unit_mb)
     layout.mkdirs()
     with open_lease(layout, run_id, ttl_s=opts.lease_ttl_s, wait_s=opts.wait_s, enabled=opts.lease) as lease:
@@ -391,6 +406,8 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         elif old is not None and not _same_run(old, record):
             raise ScoreError(f"{layout.dir} holds an unfinished run with a different model, precision, top-k or inputs; "
                              "rerun it with the same ones, or pass --overwrite to discard it")
+        if old is not None and old.get("code") != record["code"]:
+            log(f"warning: {layout.dir} was started with other code ({old.get('code')}); resuming it with {record['code']}")
         if old is None:
             layout.clear()  # leftovers without a run record (an interrupted --overwrite) are not resumable
             layout.write_json(layout.path(RUN), {**record, "created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
@@ -417,7 +434,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
                 staging = layout.staging(attempt)
                 layout.mkdirs(staging)
                 committer = Committer(layout, pending, attempt, staging, opts.fault, log, fence=lease.check)
-                ds = build_dataset(pending, art, opts, layout.uri_of(staging), sizing)
+                ds = build_dataset(pending, art, opts, layout.uri_of(staging), sizing, record["inputs"])
                 try:
                     for receipts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                         committer.add(receipts)
@@ -565,6 +582,7 @@ def build_summary(layout: OutputLayout, units: Sequence[ReadUnit], committed: di
         "output": layout.uri_of(layout.dir),
         "model": {"path": str(art.path), "version": art.version, "artifact_version": art.model_version, "sha": art.sha,
                   "precision": opts.precision, "max_length": art.max_length, "registry": art.registry},
+        "code": code_version(),
         "rows_read": rows_read,
         "rows_scored": rows_scored,
         "rows_rejected": rows_rejected,

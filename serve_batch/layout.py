@@ -132,10 +132,10 @@ class OutputLayout:
         return self.exists(self.path(SUCCESS))
 
     def clear(self) -> None:
-        """Remove everything of this date: _SUCCESS and the run record first, so a kill midway
-        leaves a directory that the next run recognizes as not resumable and clears again."""
-        for name in (SUCCESS, SUMMARY, RUN):
-            self.delete(self.path(name))
+        """Remove everything of this date but its lease: _SUCCESS and the run record first, so a kill
+        midway leaves a directory that the next run recognizes as not resumable and clears again."""
+        for name in (SUCCESS, SUMMARY, RUN, COMMITS, REJECTS, STAGING):  # folders by name: a listing may miss
+            self.delete(self.path(name))  # them (pyarrow lists a GCS folder only by its marker object)
         for info in self.list():
             if posixpath.basename(info.path) != LEASE:
                 self.delete(info.path)

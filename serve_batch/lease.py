@@ -7,17 +7,20 @@ Backends, by the output's filesystem:
   the file also holds the holder's JSON (run id, host:pid) for the refusal message. The kernel
   drops the lock when the process dies, so there is no expiry to wait for. (Not for NFS
   mounts without working ``flock``.)
-- **S3 and S3-compatible stores** (``S3Lease``, boto3): ``_lease`` is created with a conditional
-  write (``PutObject If-None-Match: *``: exactly one creator wins) and holds the run id and an
-  expiry (wall clock, epoch seconds). A background thread renews it every ``ttl/4`` with
-  ``If-Match: <our ETag>``; a renewal that fails its condition means another run took the
-  lease over, and this run stops at its next fence check. A lease past its expiry (a crashed
-  holder) is taken over with ``If-Match: <its ETag>`` (one taker wins). ``check()`` (before each
-  commit marker and before ``_SUCCESS``) requires the object's ETag to still be ours and at
-  least ``ttl/2`` left on our expiry, so a write made right after a check lands inside the lease.
-- **other stores** (GCS, ...): refused with a message (GCS's ``ifGenerationMatch=0`` would do
-  it, but pyarrow's GcsFileSystem does not expose preconditions); ``--no-lease`` opts out when
-  the scheduler itself guarantees one run per date.
+- **object stores** (``ObjectLease``): ``_lease`` is created only if absent (exactly one creator
+  wins) and holds the run id and an expiry (wall clock, epoch seconds). A background thread
+  renews it every ``ttl/4``, only if it is still at the version we wrote; a renewal that fails
+  its condition means another run took the lease over, and this run stops at its next fence
+  check. A lease past its expiry (a crashed holder) is taken over only if still at the version
+  read (one taker wins); so is, at once, the lease of a holder that ran on this machine (same
+  boot id and pid namespace) and whose process is gone: a retry after a kill need not wait. ``check()`` (before each commit marker and before ``_SUCCESS``)
+  requires the object to still be at our version and at least ``ttl/2`` left on our expiry, so
+  a write made right after a check lands inside the lease. The conditions:
+  S3 and S3-compatible stores (``S3Lease``, boto3): ``PutObject If-None-Match: *`` /
+  ``If-Match: <ETag>``; GCS (``GcsLease``, google-cloud-storage): ``ifGenerationMatch=0`` /
+  ``ifGenerationMatch=<generation>`` (pyarrow exposes neither).
+- **other filesystems**: refused with a message; ``--no-lease`` opts out when the scheduler
+  itself guarantees one run per date.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ import os
 import socket
 import threading
 import time
-import urllib.parse
 
 import pyarrow.fs as pafs
 
 from serve_batch.layout import LEASE, OutputLayout, ScoreError
+from tagging.stores import gcs_client, s3_client
 
 
 class LeaseHeld(ScoreError):
@@ -72,7 +75,7 @@ class Lease:
     # ----------------------------------------------------------------- protocol
     def _body(self) -> dict:
         now = _now()
-        return {"run_id": self.run_id, "holder": f"{socket.gethostname()}:{os.getpid()}",
+        return {"run_id": self.run_id, "holder": f"{socket.gethostname()}:{os.getpid()}", "pid_space": _pid_space(),
                 "acquired_at": self.info.get("acquired_at") or _iso(now),
                 "expires_at": now + self.ttl_s if self.ttl_s else None, "date": self.layout.date}
 
@@ -146,6 +149,30 @@ class Lease:
         self.release()
 
 
+def _pid_space() -> str | None:
+    """This kernel's boot id and pid namespace: processes that share them see each other's pids."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f"{f.read().strip()}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
+
+
+def _holder_is_gone(holder: dict) -> bool:
+    """The holder ran in this pid space and its process no longer exists (a run killed on this
+    machine): its lease need not be waited out. Any doubt (another machine or container, a pid
+    reused, an unreaped process) counts as alive, and the lease is taken over at its expiry."""
+    if _pid_space() is None or holder.get("pid_space") != _pid_space():
+        return False
+    try:
+        os.kill(int(str(holder.get("holder")).rsplit(":", 1)[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+    return False
+
+
 class NoLease(Lease):
     """--no-lease: the scheduler promises one run per date."""
 
@@ -205,65 +232,171 @@ class LocalLease(Lease):
             self.fd = None
 
 
-class S3Lease(Lease):
-    """Conditional writes on s3://BUCKET/.../date=D/_lease (boto3; any S3-compatible store)."""
+class LeaseConflict(Exception):
+    """A conditional write or delete of the lease object failed its condition (or the object is gone)."""
+
+
+class ObjectLease(Lease):
+    """The lease as an object with a version ``token`` (S3 ETag, GCS generation): created only if
+    absent, renewed or taken over only if still at the token read (compare-and-swap)."""
 
     def __init__(self, layout: OutputLayout, run_id: str, ttl_s: float = 120.0, wait_s: float = 0.0, poll_s: float = 1.0) -> None:
         super().__init__(layout, run_id, ttl_s=ttl_s, wait_s=wait_s, poll_s=poll_s)
         self.bucket, self.key = self.path.split("/", 1)
-        self.client = s3_client(layout.uri, layout.fs)
-        self.etag: str | None = None
+        self.token: str | None = None
 
-    def _put(self, body: dict, **cond) -> str:
-        r = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(body).encode("utf-8"),
-                                   ContentType="application/json", **cond)
-        return r["ETag"]
+    # The store's operations; each raises LeaseConflict when its condition fails.
+    def _create(self, body: dict) -> str:
+        """Write ``body`` only if no lease object exists; returns its token."""
+        raise NotImplementedError
+
+    def _replace(self, body: dict, token: str) -> str:
+        """Write ``body`` only if the object is still at ``token``; returns the new token."""
+        raise NotImplementedError
+
+    def _read(self) -> tuple[dict, str] | None:
+        """(holder record, token) of the lease object, None if there is none."""
+        raise NotImplementedError
+
+    def _delete(self, token: str) -> None:
+        """Delete the object (only if still at ``token`` where the store can say so)."""
+        raise NotImplementedError
 
     def _try_acquire(self) -> dict | None:
         body = self._body()
         try:
-            self.etag, self.info = self._put(body, IfNoneMatch="*"), body
+            self.token, self.info = self._create(body), body
             return None
-        except Exception as exc:  # noqa: BLE001
-            if not _precondition_failed(exc):
-                raise
-        try:
-            cur = self.client.get_object(Bucket=self.bucket, Key=self.key)
-        except Exception as exc:  # noqa: BLE001
-            if _not_found(exc):
-                return self._try_acquire() if self.wait_s == 0 else {}  # released meanwhile: try again
-            raise
-        holder, etag = json.loads(cur["Body"].read() or b"{}"), cur["ETag"]
-        if holder.get("expires_at") is not None and holder["expires_at"] < _now():
+        except LeaseConflict:
+            pass
+        current = self._read()
+        if current is None:  # released meanwhile: try again
+            return self._try_acquire() if self.wait_s == 0 else {}
+        holder, token = current
+        if self._applied(body, current):
+            return None
+        if (holder.get("expires_at") is not None and holder["expires_at"] < _now()) or _holder_is_gone(holder):
             try:  # a crashed holder: take over, if nobody else did since we read it
-                self.etag, self.info = self._put(body, IfMatch=etag), body
+                self.token, self.info = self._replace(body, token), body
                 return None
-            except Exception as exc:  # noqa: BLE001
-                if not _precondition_failed(exc) and not _not_found(exc):
-                    raise
+            except LeaseConflict:
+                pass
         return holder
 
     def _renew(self) -> None:
         body = self._body()
         try:
-            self.etag, self.info = self._put(body, IfMatch=self.etag), body
-        except Exception as exc:  # noqa: BLE001
-            if _precondition_failed(exc) or _not_found(exc):
+            self.token, self.info = self._replace(body, self.token), body
+        except LeaseConflict:
+            if not self._applied(body, self._read()):
                 self.lost = "the lease object was replaced or deleted"
-            else:
-                raise
+
+    def _applied(self, body: dict, current: tuple[dict, str] | None) -> bool:
+        """Whether the object holds exactly our ``body`` (a write the SDK retried after the store had
+        applied it fails its condition the second time): then it is ours, at its current token."""
+        if current is None or current[0] != body:
+            return False
+        self.token, self.info = current[1], body
+        return True
 
     def _still_ours(self) -> str | None:
         try:
-            etag = self.client.head_object(Bucket=self.bucket, Key=self.key)["ETag"]
+            current = self._read()
         except Exception as exc:  # noqa: BLE001
-            return "the lease object was deleted" if _not_found(exc) else f"cannot read the lease ({exc})"
-        return None if etag == self.etag else "another run replaced the lease"
+            return f"cannot read the lease ({exc})"
+        if current is None:
+            return "the lease object was deleted"
+        return None if current[1] == self.token else "another run replaced the lease"
 
     def _release(self) -> None:
-        if self.etag and self._still_ours() is None:
-            self.client.delete_object(Bucket=self.bucket, Key=self.key)
-        self.etag = None
+        if self.token and self._still_ours() is None:
+            try:
+                self._delete(self.token)
+            except LeaseConflict:
+                pass
+        self.token = None
+
+
+class S3Lease(ObjectLease):
+    """s3://BUCKET/.../date=D/_lease with ``If-None-Match: *`` / ``If-Match: <ETag>`` (boto3; any
+    S3-compatible store with conditional writes)."""
+
+    def __init__(self, layout: OutputLayout, run_id: str, **kw) -> None:
+        super().__init__(layout, run_id, **kw)
+        self.client = s3_client(layout.uri, layout.fs)
+
+    def _put(self, body: dict, **cond) -> str:
+        try:
+            return self.client.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(body).encode("utf-8"),
+                                          ContentType="application/json", **cond)["ETag"]
+        except Exception as exc:  # noqa: BLE001
+            if _precondition_failed(exc) or _not_found(exc):
+                raise LeaseConflict() from exc
+            raise
+
+    def _create(self, body: dict) -> str:
+        return self._put(body, IfNoneMatch="*")
+
+    def _replace(self, body: dict, token: str) -> str:
+        return self._put(body, IfMatch=token)
+
+    def _read(self) -> tuple[dict, str] | None:
+        try:
+            cur = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except Exception as exc:  # noqa: BLE001
+            if _not_found(exc):
+                return None
+            raise
+        return json.loads(cur["Body"].read() or b"{}"), cur["ETag"]
+
+    def _delete(self, token: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key)  # S3 has no conditional delete: checked just before
+
+
+class GcsLease(ObjectLease):
+    """gs://BUCKET/.../date=D/_lease with ``ifGenerationMatch=0`` to create and
+    ``ifGenerationMatch=<generation>`` to renew, take over and delete (google-cloud-storage)."""
+
+    def __init__(self, layout: OutputLayout, run_id: str, **kw) -> None:
+        super().__init__(layout, run_id, **kw)
+        self.blobs = gcs_client().bucket(self.bucket)
+
+    def _put(self, body: dict, generation: int) -> str:
+        from google.api_core import exceptions as gexc
+
+        blob = self.blobs.blob(self.key)
+        try:
+            blob.upload_from_string(json.dumps(body), content_type="application/json", if_generation_match=generation)
+        except (gexc.PreconditionFailed, gexc.NotFound) as exc:
+            raise LeaseConflict() from exc
+        return str(blob.generation)
+
+    def _create(self, body: dict) -> str:
+        return self._put(body, 0)
+
+    def _replace(self, body: dict, token: str) -> str:
+        return self._put(body, int(token))
+
+    def _read(self) -> tuple[dict, str] | None:
+        from google.api_core import exceptions as gexc
+
+        blob = self.blobs.get_blob(self.key)
+        if blob is None:
+            return None
+        generation = blob.generation  # (a download resets the blob's properties from its response)
+        try:
+            data = blob.download_as_bytes(if_generation_match=generation)
+        except (gexc.PreconditionFailed, gexc.NotFound):  # replaced or deleted between the two calls
+            return self._read()
+        return json.loads(data or b"{}"), str(generation)
+
+    def _delete(self, token: str) -> None:
+        from google.api_core import exceptions as gexc
+
+        try:
+            self.blobs.blob(self.key).delete(if_generation_match=int(token))
+        except (gexc.PreconditionFailed, gexc.NotFound) as exc:
+            raise LeaseConflict() from exc
 
 
 def _code(exc: Exception) -> str:
@@ -278,22 +411,6 @@ def _not_found(exc: Exception) -> bool:
     return _code(exc) in ("NoSuchKey", "404", "NotFound")
 
 
-def s3_client(uri: str, fs: pafs.FileSystem | None = None):
-    """A boto3 S3 client for the store of ``uri``: endpoint from ``?endpoint_override=`` in the
-    URI, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (as pyarrow); region likewise."""
-    try:
-        import boto3
-    except ImportError:
-        raise ScoreError("s3:// output needs boto3 for its lease (pip install 'tagging[s3]'), or pass --no-lease") from None
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)
-    endpoint = (query.get("endpoint_override") or [None])[0]
-    if endpoint and "://" not in endpoint:
-        endpoint = f"{(query.get('scheme') or ['https'])[0]}://{endpoint}"
-    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = (query.get("region") or [None])[0] or getattr(fs, "region", None) or None
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region)  # a session per client: thread-safe
-
-
 def open_lease(layout: OutputLayout, run_id: str, ttl_s: float = 120.0, wait_s: float = 0.0,
                enabled: bool = True) -> Lease:
     """The lease for this output's filesystem (not yet acquired)."""
@@ -303,7 +420,9 @@ def open_lease(layout: OutputLayout, run_id: str, ttl_s: float = 120.0, wait_s: 
         return LocalLease(layout, run_id, wait_s=wait_s)
     if isinstance(layout.fs, pafs.S3FileSystem):
         return S3Lease(layout, run_id, ttl_s=ttl_s, wait_s=wait_s)
+    if isinstance(layout.fs, pafs.GcsFileSystem):
+        return GcsLease(layout, run_id, ttl_s=ttl_s, wait_s=wait_s)
     scheme = layout.uri.split("://", 1)[0] if "://" in layout.uri else type(layout.fs).__name__
-    raise ScoreError(f"{scheme} output: no lease support yet, so one run per date cannot be guaranteed "
-                     "(GCS needs ifGenerationMatch, which pyarrow does not expose); pass --no-lease "
+    raise ScoreError(f"{scheme} output ({type(layout.fs).__name__}): no lease for this filesystem (local disks, S3 "
+                     "and GCS have one), so one run per date cannot be guaranteed; pass --no-lease "
                      "if your scheduler never starts two runs of one date")

@@ -6,7 +6,10 @@ JSON Lines / CSV file, or a whole file. A scoring actor reads its item once, str
 the core's ``read_unit`` (the same parse, validation and normalization as training), scores
 the valid records ``chunk`` at a time, writes each fragment's scored rows and rejects to the
 run's staging directory, and returns a small *receipt* per fragment (unit, record ranges,
-counts, file names, the unit's record count when known). Only receipts reach the driver.
+counts, file names, the unit's record count when known). Right after reading a unit the actor
+compares its file with the identity planned for it (``serve_batch.pins``; an S3 unit is also read
+at its planned ETag): a changed file is reported in the receipt and the driver never commits
+that unit. Only receipts reach the driver.
 Reading inside the actor keeps the texts out of the object store: no read tasks, no
 inter-stage blocks, so nearly all the CPU goes to ONNX Runtime. Memory per actor follows the
 fragment (``chunk`` records), not the unit.
@@ -14,6 +17,7 @@ fragment (``chunk`` records), not the unit.
 
 from __future__ import annotations
 
+import json
 import posixpath
 
 import pyarrow as pa
@@ -21,6 +25,7 @@ import pyarrow.parquet as pq
 
 from serve_batch.faults import FaultPlan, maybe_fault
 from serve_batch.layout import part_name
+from serve_batch.pins import changed_since_plan
 from tagging.config import DataConfig
 from tagging.readers import Reject, ReadUnit, read_unit, resolve_filesystem, unit_records
 
@@ -37,16 +42,21 @@ RECEIPT_SCHEMA = pa.schema([
     ("total", pa.int64()),  # the unit's record count when known to this receipt, else -1
     ("chars", pa.int64()),  # characters the model read for the rows scored (drift: out-of-vocabulary share)
     ("oov_chars", pa.int64()),  # ... of which outside the vocabulary
+    ("changed", pa.string()),  # the unit's input file is not as planned (never committed); else null
 ])
 
 
-def work_items(units: list[ReadUnit]) -> list[dict]:
+def work_items(units: list[ReadUnit], inputs: dict[str, dict] | None = None) -> list[dict]:
     """One work item per unit, in unit order: the unit's fields and ``total``, its record count
-    when the plan knows it (Parquet), else -1 (known once the unit is read)."""
+    when the plan knows it (Parquet), else -1 (known once the unit is read). With ``inputs`` (the
+    planned identity of each file, serve_batch.pins), an item also carries its file's
+    ``identity`` (checked after the read) and ``version`` (an S3 ETag the read must match)."""
     items = []
     for unit in units:
         total = unit_records(unit)
-        items.append({**unit.to_dict(), "total": -1 if total is None else total})
+        ident = (inputs or {}).get(unit.path)
+        pin = {"identity": json.dumps(ident, sort_keys=True), "version": ident.get("etag") or ""} if ident else {}
+        items.append({**unit.to_dict(), "total": -1 if total is None else total, **pin})
     return items
 
 
@@ -104,17 +114,22 @@ class ScoreStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         receipts = []
         for item in batch.to_pylist():
-            mine, total, unit = [], -1, None
-            for unit, first, recs in read_item(item, self.cfg, self.chunk):
-                if first < 0:
-                    total = recs
-                    continue
-                maybe_fault(self.fault, "read")
-                mine.append(self._fragment(unit, first, recs))
-            if not mine:  # an item without records (an empty file or row group)
+            mine, total, unit = [], -1, ReadUnit.from_dict(item).name
+            try:
+                for unit, first, recs in read_item(item, self.cfg, self.chunk):
+                    if first < 0:
+                        total = recs
+                        continue
+                    maybe_fault(self.fault, "read")
+                    mine.append(self._fragment(unit, first, recs))
+            except Exception:
+                if not changed_since_plan(item):  # a read refused because the file was replaced is reported below
+                    raise
+            changed = changed_since_plan(item)  # right after the read: this unit saw only the planned file
+            if not mine or changed:  # an item without records (an empty file or row group), or a refused one
                 mine.append({"unit": unit, "start": -1, "ranges": [], "rows": 0, "rejects": 0,
                              "scored_file": None, "rejects_file": None, "total": -1})
-            mine[-1]["total"] = total
+            mine[-1].update(total=total, changed=changed)
             receipts += mine
         return pa.Table.from_pylist(receipts, schema=RECEIPT_SCHEMA)
 

@@ -29,7 +29,7 @@ import logging
 import math
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -80,6 +80,7 @@ class ReadUnit:
     file_index: int = 0  # position of the file in the sorted input listing
     start: int = 0  # Parquet: first row of the range within the row group; text: first byte of the range
     stop: int = -1  # Parquet: the row after the range; text: the byte after it; -1: to the end (a whole unit)
+    version: str = ""  # the object version to read (an S3 ETag: tagging.stores.open_version); "": what is there
 
     @property
     def name(self) -> str:
@@ -105,7 +106,14 @@ class ReadUnit:
 
 
 def resolve_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and path for a local path or any pyarrow filesystem URI."""
+    """A pyarrow filesystem and path for a local path or any pyarrow filesystem URI (gs:// on the
+    emulator named by STORAGE_EMULATOR_HOST when it is set: tagging.stores.emulated_gcs)."""
+    if uri.startswith("gs://"):
+        from tagging.stores import emulated_gcs
+
+        fs = emulated_gcs()
+        if fs is not None:
+            return fs, uri[len("gs://"):].split("?", 1)[0].rstrip("/")
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)
     import os
@@ -317,11 +325,29 @@ def _with_scheme(uris: Sequence[str], fs: pafs.FileSystem, path: str) -> str:
     return f"{scheme}://{path}" if scheme else path
 
 
+def open_file(unit: ReadUnit):
+    """The unit's file for random access, at ``unit.version`` where the store can pin one."""
+    fs, path = resolve_filesystem(unit.path)
+    if unit.version:
+        from tagging.stores import open_version
+
+        pinned = open_version(fs, path, unit.version)
+        if pinned is not None:
+            return pinned
+    return fs.open_input_file(path)
+
+
 def open_stream(unit_or_path: "ReadUnit | str"):
-    """A sequential stream of a file's (decompressed) bytes."""
+    """A sequential stream of a file's (decompressed) bytes (a unit's at its ``version``)."""
     path = unit_or_path.path if isinstance(unit_or_path, ReadUnit) else unit_or_path
+    codec = compression_of(path)
+    if isinstance(unit_or_path, ReadUnit) and unit_or_path.version:
+        import pyarrow as pa
+
+        f = open_file(unit_or_path)
+        return pa.CompressedInputStream(f, codec) if codec else f
     fs, inner = resolve_filesystem(path)
-    return fs.open_input_stream(inner, compression=compression_of(path))
+    return fs.open_input_stream(inner, compression=codec)
 
 
 def check_readable(unit: ReadUnit) -> None:
@@ -420,8 +446,7 @@ def iter_records(unit: ReadUnit, columns: Sequence[str] | None = None, csv_delim
 def _parquet_records(unit: ReadUnit, columns: Sequence[str] | None, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[RawRecord]:
     """Rows ``start..stop-1`` of the unit's row group, streamed once: batches of ``batch_rows``
     rows of the wanted columns (rows before ``start`` are decoded and dropped)."""
-    fs, path = resolve_filesystem(unit.path)
-    with fs.open_input_file(path) as f:
+    with open_file(unit) as f:
         # buffer_size > 0: column chunks are read in 1 MiB pieces, not whole (memory follows the batch)
         pf = pq.ParquetFile(f, buffer_size=1 << 20)
         meta = pf.metadata
@@ -449,7 +474,6 @@ def _lines(unit: ReadUnit) -> Iterator[tuple[int, int, bytes]]:
     start of the file is dropped. A whole unit numbers its lines from 1; a byte range [a, b) owns
     the lines that start inside it (as Hadoop's TextInputFormat): it reads on past b to finish
     its last line, and skips the line in progress at a (the previous range's)."""
-    fs, path = resolve_filesystem(unit.path)
     if unit.whole:
         with open_stream(unit) as f:
             offset = 0
@@ -457,7 +481,7 @@ def _lines(unit: ReadUnit) -> Iterator[tuple[int, int, bytes]]:
                 yield lineno, offset, (line[3:] if offset == 0 and line.startswith(b"\xef\xbb\xbf") else line)
                 offset += len(line)
         return
-    with fs.open_input_file(path) as raw:
+    with open_file(unit) as raw:
         pos = max(unit.start - 1, 0)
         raw.seek(pos)
         f = io.BufferedReader(raw, 1 << 20)
@@ -597,7 +621,7 @@ def _csv_rows(lines: Iterator[tuple[int, int, bytes]], delimiter: str) -> Iterat
 
 def _csv_header(unit: ReadUnit, option: str) -> tuple[list[str] | None, str]:
     """(header fields or None for an empty file, delimiter) from the file's first line."""
-    whole = ReadUnit(unit.path, unit.fmt, unit.part, unit.file_index)
+    whole = replace(unit, start=0, stop=-1)
     lines = _lines(whole)
     first = next(lines, None)
     if first is None:

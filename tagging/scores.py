@@ -74,24 +74,28 @@ def previous_summaries(output: str, date: str, last: int) -> list[dict]:
 
 
 def read_scores(output: str, date: str | None = None, rejects: bool = False, columns: list[str] | None = None,
-                verify: bool = False) -> pa.Table:
+                verify: bool = False, as_dataset: bool = False):
     """Scored rows (or ``rejects``) of one finished date, or of every finished date when ``date`` is
     None (with a ``date`` column added), reading only the files each _SUCCESS lists.
 
-    A given ``date`` that is not finished raises ScoresNotReady. ``verify`` also checks each
-    file's row count against the manifest (sha256 is in the manifest for external checks)."""
+    An Arrow table, or with ``as_dataset`` a Ray Dataset over the same files (read lazily by Ray
+    Data, for dates too big for one process; Ray is imported only then). A given ``date`` that is
+    not finished raises ScoresNotReady. ``verify`` (Arrow only) also checks each file's row count
+    against the manifest (sha256 is in the manifest for external checks)."""
     fs, base = resolve_filesystem(output)
+    entries = [(d, f"{base.rstrip('/')}/date={d}/{e['path']}", e["rows"])
+               for d in ([date] if date is not None else finished_dates(output))
+               for e in success_manifest(output, d)["rejects" if rejects else "files"]]
+    if as_dataset:
+        return _dataset(fs, base, [path for _, path, _ in entries], columns, with_date=date is None)
     tables = []
-    for d in [date] if date is not None else finished_dates(output):
-        manifest = success_manifest(output, d)
-        root = f"{base.rstrip('/')}/date={d}"
-        for entry in manifest["rejects" if rejects else "files"]:
-            t = pq.read_table(posixpath.join(root, entry["path"]), filesystem=fs, columns=columns)
-            if verify and t.num_rows != entry["rows"]:
-                raise ValueError(f"{root}/{entry['path']}: {t.num_rows} rows, _SUCCESS says {entry['rows']}")
-            if date is None:
-                t = t.append_column("date", pa.array([d] * t.num_rows, pa.string()))
-            tables.append(t)
+    for d, path, rows in entries:
+        t = pq.read_table(path, filesystem=fs, columns=columns)
+        if verify and t.num_rows != rows:
+            raise ValueError(f"{path}: {t.num_rows} rows, _SUCCESS says {rows}")
+        if date is None:
+            t = t.append_column("date", pa.array([d] * t.num_rows, pa.string()))
+        tables.append(t)
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
@@ -125,3 +129,16 @@ def nights_table(summaries: list[dict]) -> str:
     lines = ["| | " + " | ".join(s["date"] for s in summaries) + " |", "|---" * (len(summaries) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(cell(s) for s in summaries) + " |" for name, cell in rows]
     return "\n".join(lines) + "\n"
+
+
+def _dataset(fs: pafs.FileSystem, base: str, paths: list[str], columns: list[str] | None, with_date: bool):
+    """A Ray Dataset of exactly ``paths``; ``with_date``: the ``date`` column from their date=D folders."""
+    import ray.data
+    from ray.data.datasource import Partitioning
+
+    if not paths:
+        return ray.data.from_items([])
+    partitioning = Partitioning("hive", base_dir=base) if with_date else None
+    if with_date and columns is not None:
+        columns = [*columns, "date"]  # a partition column is read only if selected
+    return ray.data.read_parquet(paths, filesystem=fs, columns=columns, partitioning=partitioning)

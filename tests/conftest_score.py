@@ -107,14 +107,15 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 240
 
 
 class Store:
-    """Where a test's inputs and outputs live: a local folder or an S3 prefix (``s3://bucket``),
-    with the few reads the tests need, through pyarrow's filesystem either way."""
+    """Where a test's inputs and outputs live: a local folder or an object-store prefix
+    (``s3://bucket``, ``gs://bucket``), with the few reads the tests need, through pyarrow's
+    filesystem either way."""
 
     def __init__(self, root: str) -> None:
         from tagging.readers import resolve_filesystem
 
         self.root = root.rstrip("/")
-        self.s3 = root.startswith("s3://")
+        self.remote = "://" in root
         self.fs, self.base = resolve_filesystem(self.root)
 
     def uri(self, *parts: str) -> str:
@@ -122,11 +123,11 @@ class Store:
 
     def path(self, uri: str) -> str:
         """The filesystem path of one of this store's URIs."""
-        return uri.split("://", 1)[1] if self.s3 else uri
+        return uri.split("://", 1)[1] if self.remote else uri
 
     def put(self, local: Path, name: str) -> str:
         """Copy a local file or folder here; returns its URI (a local store uses it where it is)."""
-        if not self.s3:
+        if not self.remote:
             return str(local)
         import pyarrow.fs as pafs
 

@@ -27,14 +27,15 @@ def artifact(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_local(s3_server):
-    """This module's own local Ray, started after the S3 server so its workers get its endpoint
-    (a Ray another module left running would not have it: it is shut down first)."""
+def ray_local(s3_server, gcs_server):
+    """This module's own local Ray, started after the S3 server and the GCS emulator so its workers
+    get their endpoints (a Ray another module left running would not have them: it is shut down first)."""
     import ray
 
     if ray.is_initialized():
         ray.shutdown()
-    with cs.local_ray(runtime_env={"env_vars": {k: v for k, v in os.environ.items() if k.startswith("AWS_")}}):
+    env = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k == "STORAGE_EMULATOR_HOST"}
+    with cs.local_ray(runtime_env={"env_vars": env}):
         yield
 
 
@@ -42,8 +43,9 @@ def _opts(artifact, inputs, out, **kw) -> ScoreOptions:
     return ScoreOptions(model=str(artifact), inputs=tuple(map(str, inputs)), output=str(out), date=cs.DATE, **kw)
 
 
-def _store(kind: str, tmp: Path, s3_server) -> cs.Store:
-    return cs.Store(str(tmp / "store")) if kind == "local" else cs.Store(s3_server.bucket())
+def _store(kind: str, tmp: Path, s3_server, gcs_server=None) -> cs.Store:
+    """A local folder, or a new bucket on the S3 server or the GCS emulator."""
+    return cs.Store({"local": lambda: str(tmp / "store"), "s3": s3_server.bucket, "gcs": lambda: gcs_server.bucket()}[kind]())
 
 
 _bad_runs: dict = {}
@@ -296,16 +298,17 @@ def _small_inputs(folder: Path, seed: int) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("kind", ["local", "s3"])
-def test_inputs_are_pinned(artifact, ray_local, tmp_path, s3_server, kind):
-    """A Parquet input rewritten mid-run (same rows, other texts) -> no _SUCCESS, an error naming it;
-    a file added after _SUCCESS -> status inputs_changed (the CLI exits 3), nothing touched.
-    On S3 the rewrite is a new object (new ETag) under the same key."""
+@pytest.mark.parametrize("kind", ["local", "s3", "gcs"])
+def test_inputs_are_pinned(artifact, ray_local, tmp_path, s3_server, gcs_server, kind):
+    """A Parquet input rewritten mid-run (same rows, other texts) -> the unit read after it is not
+    committed, no _SUCCESS, an error naming the file; a file added after _SUCCESS -> status
+    inputs_changed (the CLI exits 3), nothing touched. On S3 / GCS the rewrite is a new object
+    (new ETag / generation) under the same name."""
     import pyarrow as pa
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    store = _store(kind, tmp_path, s3_server)
+    store = _store(kind, tmp_path, s3_server, gcs_server)
     local_in = _small_inputs(tmp_path / "in", seed=50)
     inputs = store.put(local_in, "in")
     out = store.uri("out")
@@ -317,15 +320,20 @@ def test_inputs_are_pinned(artifact, ray_local, tmp_path, s3_server, kind):
             t = pq.read_table(local_in / "a.parquet")
             t = t.set_column(t.schema.get_field_index("text"), "text", pa.array(["rewritten " + x for x in t.column("text").to_pylist()]))
             pq.write_table(t, tmp_path / "a.tmp", row_group_size=60)
-            if store.s3:
+            if store.remote:
                 pafs.copy_files(str(tmp_path / "a.tmp"), target, destination_filesystem=store.fs)
             else:
                 os.replace(tmp_path / "a.tmp", target)  # as an upstream job replaces a file
             (tmp_path / "rewritten").touch()
 
-    with pytest.raises(ScoreError, match=r"inputs changed during the run.*a\.parquet changed"):
+    with pytest.raises(ScoreError, match=r"inputs changed during the run.*a\.parquet changed.*reading unit \S+ \(not committed\)") as err:
         run_score(_opts(artifact, [inputs], out, actors=1, tasks_per_actor=1), log=rewrite_on_first_commit)
     assert (tmp_path / "rewritten").exists() and not store.exists(f"{date_dir}/_SUCCESS")
+    # The unit read after the rewrite is refused right after its read (S3: its If-Match GET fails;
+    # GCS: another generation; local: another mtime) and never committed; units read before stay.
+    refused = str(err.value).split("reading unit ")[1].split()[0]
+    markers = store.names(f"{date_dir}/_commits", suffix=".json")
+    assert refused.startswith("00000-") and f"{refused}.json" not in markers and markers, (refused, markers)
     done = run_score(_opts(artifact, [inputs], out, overwrite=True), log=lambda m: None)
     assert done["status"] == "complete" and store.exists(f"{date_dir}/_SUCCESS")
 
@@ -335,7 +343,7 @@ def test_inputs_are_pinned(artifact, ray_local, tmp_path, s3_server, kind):
     before = untouched()
     assert run_score(_opts(artifact, [inputs], out), log=lambda m: None)["status"] == "already_complete"
     cs.write_bad_inputs(tmp_path / "late", rows=30, seed=51)
-    if store.s3:
+    if store.remote:
         store.put(tmp_path / "late" / "c.csv", "in/c.csv")
     else:
         (tmp_path / "late" / "c.csv").rename(local_in / "c.csv")
@@ -380,22 +388,59 @@ def test_model_is_pinned(artifact, ray_local, tmp_path):
 
 
 def test_a_reader_during_a_run_sees_no_row_of_the_date(artifact, ray_local, tmp_path):
+    """Every recipe (Arrow table, Ray Dataset, the file list DuckDB reads) sees nothing of the date
+    before _SUCCESS, and afterwards exactly the files it lists (a stray part file is never read)."""
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
     import tagging
+    from tagging.cli import app
     from tagging.scores import ScoresNotReady
 
     inputs = _small_inputs(tmp_path / "in", seed=70)
     out = str(tmp_path / "out")
+    date_dir = tmp_path / "out" / f"date={cs.DATE}"
     seen = []
 
     def read_while_committing(msg):
         if msg.startswith("committed"):
-            assert list((tmp_path / "out" / f"date={cs.DATE}").glob("part-*.parquet"))  # parts are there...
+            assert list(date_dir.glob("part-*.parquet"))  # parts are there...
             assert tagging.read_scores(out).num_rows == 0  # ...but no finished date shows them
+            assert tagging.read_scores(out, as_dataset=True).count() == 0
+            assert CliRunner().invoke(app, ["read-scores", out, "--list-files"]).stdout == ""
             with pytest.raises(ScoresNotReady, match="not complete"):
                 tagging.read_scores(out, cs.DATE)
+            with pytest.raises(ScoresNotReady, match="not complete"):
+                tagging.read_scores(out, cs.DATE, as_dataset=True)
             seen.append(msg)
 
     summary = run_score(_opts(artifact, [inputs], out), log=read_while_committing)
     assert seen
+    pq.write_table(pq.read_table(next(date_dir.glob("part-*.parquet"))), date_dir / "part-stray.parquet")
     table = tagging.read_scores(out)
     assert table.num_rows == summary["rows_scored"] and set(table.column("date").to_pylist()) == {cs.DATE}
+    ds = tagging.read_scores(out, cs.DATE, as_dataset=True)  # a Ray Dataset of exactly the committed files
+    assert sorted(ds.to_pandas()["id"]) == sorted(table.column("id").to_pylist())
+    every = tagging.read_scores(out, as_dataset=True, columns=["id"]).to_pandas()
+    assert len(every) == summary["rows_scored"] and set(every["date"]) == {cs.DATE}
+
+
+def test_the_code_is_recorded_and_a_resume_with_other_code_says_so(artifact, ray_local, tmp_path):
+    import json
+
+    from tagging.artifact import code_version
+
+    inputs = _small_inputs(tmp_path / "in", seed=80)
+    date_dir = tmp_path / "out" / f"date={cs.DATE}"
+    summary = run_score(_opts(artifact, [inputs], tmp_path / "out"), log=lambda m: None)
+    run = json.loads((date_dir / "_run.json").read_text())
+    assert summary["code"] == run["code"] == code_version() and summary["code"]["tagging"]
+    # A run killed before _SUCCESS, resumed by other code: it says so, and resumes (code is not an input).
+    (date_dir / "_SUCCESS").unlink()
+    (date_dir / "summary.json").unlink()
+    (date_dir / "_run.json").write_text(json.dumps({**run, "code": {"tagging": "0.0.1", "git_sha": "abc"}}))
+    logs = []
+    again = run_score(_opts(artifact, [inputs], tmp_path / "out"), log=logs.append)
+    assert again["status"] == "complete" and again["units"]["scored_this_run"] == 0
+    assert any(m.startswith("warning: ") and "was started with other code ({'tagging': '0.0.1', 'git_sha': 'abc'})" in m
+               for m in logs), logs
