@@ -44,13 +44,17 @@ def prepare_local(data: Sequence[str], cfg: TrainConfig) -> Prepared:
     return prepare(rows, rejects, cfg.data, cfg.seed, *load_label_inputs(cfg.data))
 
 
-def train_local(data: Sequence[str], out: str, cfg: TrainConfig, model_version: str = "local") -> Artifact:
-    """Train in-process and write the artifact `tagging train` writes (ONNX included) to ``out``."""
+def train_local(data: Sequence[str], out: str, cfg: TrainConfig, model_version: str = "local", cv_thresholds: bool = False) -> Artifact:
+    """Train in-process and write the artifact `tagging train` writes (ONNX included) to ``out``.
+
+    Thresholds follow the config's fallback rule (``threshold_min_support``); ``cv_thresholds``
+    chooses the policy by 5-fold cross-validation over the validation rows, as `tagging train`
+    does (~10 s more a model).
+    """
     p = prepare_local(data, cfg)
     vocab, inputs, truncated = split_inputs(cfg, p)
     rows = (*p.texts_and_targets("train"), *p.texts_and_targets("val"))
     states = [fit_in_process(inputs.member(k), *rows).state() for k in range(cfg.model.ensemble)]
-    # thresholds by the config's fallback rule, not by `tagging train`'s 5-fold CV policy search (~10 s a model here)
-    policy = {"min_support": cfg.threshold_min_support, "shrink": 0.0, "source": "local: threshold_min_support"}
+    policy = None if cv_thresholds else {"min_support": cfg.threshold_min_support, "shrink": 0.0, "source": "local: threshold_min_support"}
     return finalize_artifact(cfg, p, vocab, states, out, model_version, list(data), truncated, {"name": model_version, "mode": "local"},
                              log=logger.info, threshold_policy=policy)

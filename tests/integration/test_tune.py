@@ -84,8 +84,8 @@ def test_tune_asha_thresholds_and_a_second_run(tune_inputs):
     assert sorted(float(c.data.params["learning_rate"]) for c in trials) == pytest.approx([1e-7, 1e-7, 1e-7, 0.01])
     epochs = sorted(len(client.get_metric_history(c.info.run_id, "val_f1")) for c in trials)
     assert epochs == sorted(board["epochs"]), (epochs, board["epochs"].tolist())  # one val_f1 per epoch, ASHA's stops included
-    members = [c for c in children if c.info.run_name == f"{summary['experiment']}-best-m1"]
-    assert len(members) == 1 and members[0].data.metrics["best_val_f1"] > 0
+    best_m1 = [c for c in children if c.info.run_name == f"{summary['experiment']}-best-m1"]
+    assert len(best_m1) == 1 and best_m1[0].data.metrics["best_val_f1"] > 0
     # A second run right after starts and finishes: nothing leaked (placement groups, workers).
     # Its trial reads a tags file given by a relative path (alias examples): trials run in their
     # own directories, so the path must reach them resolved.
