@@ -214,6 +214,12 @@ def ceiling_per_core(model: str, precision: str, texts: list[str], processes: in
             "load_1m_after": round(os.getloadavg()[0], 2)}
 
 
+def _check_scale(scale: int) -> None:
+    """The second RSS run needs more rows than the first (and its own folders)."""
+    if scale < 2:
+        raise ValueError(f"--scale must be at least 2 (peak RSS at N x scale rows is compared with N rows), got {scale}")
+
+
 def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int = 20_000, batch_size: int = 64,
                 actors: int | None = None, cpus_per_actor: float = 0.75, rss_precision: str | None = None,
                 work_dir: str | None = None, seed: int = 7, ceiling_repeats: int = 2, log=print) -> dict:
@@ -223,6 +229,7 @@ def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int
     from tagging.text import normalize
     from tagging.thresholds import apply_thresholds
 
+    _check_scale(scale)
     art = load_artifact(model)
     int8_info = art.manifest.get("int8") or {}
     has_int8 = bool(int8_info.get("accepted"))
@@ -405,6 +412,7 @@ def bench_layouts(model: str, layouts: list[str], rows: int = 200_000, scale: in
     from tagging.synth import generate_corpus
     from tagging.text import normalize
 
+    _check_scale(scale)
     art = load_artifact(model)
     precision = precision or ("int8" if (art.manifest.get("int8") or {}).get("accepted") else "fp32")
     n_actors = actors or (os.cpu_count() or 1)

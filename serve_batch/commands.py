@@ -91,7 +91,7 @@ def bench_score(
     model: Annotated[Path, typer.Option(help="Artifact directory (with an int8 model for the int8 columns).")],
     out: Annotated[Path, typer.Option(help="Write the measurements here (JSON).")] = Path("out/bench_score.json"),
     rows: Annotated[int, typer.Option(help="N: rows of the throughput runs; RSS is also measured at N x --scale.")] = 200_000,
-    scale: Annotated[int, typer.Option(help="Multiplier of the second RSS run.")] = 10,
+    scale: Annotated[int, typer.Option(help="Multiplier of the second RSS run (at least 2).")] = 10,
     unit_rows: Annotated[int, typer.Option(help="Rows per Parquet row group (one work unit).")] = 20_000,
     batch_size: Annotated[int, typer.Option(help="Texts per ONNX Runtime call, ceiling and pipeline alike.")] = 64,
     actors: Annotated[Optional[int], typer.Option(help="Pipeline actors.", show_default="one per CPU")] = None,

@@ -353,3 +353,15 @@ def test_nightly_job_is_the_score_command_and_fails_with_one_line(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and err[0].startswith("error: ") and "not a model artifact" in err[0]
     assert score_nightly.main(["--model", "m", "--input", "a", "--output", "o", "--precision", "int4"]) == 2
+
+
+@pytest.mark.parametrize("scale", [1, 0])
+def test_bench_refuses_a_scale_that_would_rerun_the_first_rows(tmp_path, scale):
+    """--scale 1 used to rerun N rows into the first run's folders and die on inputs_changed:
+    refused up front, before any artifact is read or row generated."""
+    from serve_batch.bench import bench_layouts, bench_score
+
+    for bench in (bench_score, lambda m, **kw: bench_layouts(m, ["csv"], **kw)):
+        with pytest.raises(ValueError, match="--scale must be at least 2"):
+            bench(str(tmp_path / "no-model"), scale=scale, work_dir=str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
