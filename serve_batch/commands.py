@@ -27,6 +27,7 @@ def score(
     cpus_per_actor: Annotated[float, typer.Option(help="CPUs per actor (fractional leaves room for Ray's own processes); ONNX Runtime threads = round(this), at least 1.")] = 0.75,
     gpus_per_actor: Annotated[Optional[float], typer.Option(help="GPUs per actor.", show_default="0.25 if the cluster has GPUs")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per ONNX Runtime call (grouped by length).")] = 64,
+    actor_start_timeout: Annotated[float, typer.Option(help="Seconds to wait for every scoring actor to start before work is handed out (then fail, naming the cause).")] = 600.0,
     slice_rows: Annotated[int, typer.Option(help="Records an actor scores and stages at a time (its memory follows this).")] = 4096,
     unit_rows: Annotated[int, typer.Option(help="A Parquet row group over this many rows is cut into row ranges of at most this many (resume granularity).")] = 65_536,
     unit_mb: Annotated[float, typer.Option(help="An uncompressed JSON Lines / CSV file over this many MiB is cut into byte ranges of about this size at line boundaries.")] = 4.0,
@@ -54,7 +55,7 @@ def score(
 
         opts = ScoreOptions(model=str(model), inputs=tuple(list(input) + list(more_inputs or [])), output=output,
                             date=date or yesterday(), actors=actors, cpus_per_actor=cpus_per_actor,
-                            gpus_per_actor=gpus_per_actor, batch_size=batch_size, slice_rows=slice_rows, unit_rows=unit_rows,
+                            gpus_per_actor=gpus_per_actor, batch_size=batch_size, actor_start_s=actor_start_timeout, slice_rows=slice_rows, unit_rows=unit_rows,
                             unit_mb=unit_mb, precision=precision, top_k=top_k,
                             overwrite=overwrite, address=address, wait_s=wait, lease_ttl_s=lease_ttl, lease=not no_lease,
                             require_upstream_success=require_upstream_success, upstream_wait_s=upstream_wait,

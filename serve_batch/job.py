@@ -65,6 +65,10 @@ class ScoreOptions:
     while one of them is reading."""
     tasks_per_actor: int = 2
     """Work items queued at each actor (1 = an actor waits for the driver between items)."""
+    actor_start_s: float = 600.0
+    """Seconds to wait for every scoring actor to start before any work item is handed out (else the
+    first actor up queues the first items and, with few units, scores them alone); a cluster that
+    cannot start them all in time fails with that message."""
     slice_rows: int = 4096
     """Records per staged fragment: an actor reads its unit once and scores and stages this many
     records at a time (its memory follows this, not the unit)."""
@@ -201,6 +205,7 @@ class Committer:
         self.committed: dict[str, dict] = {}
         self.rows = 0
         self.commit_times: list[tuple[float, int]] = []  # (time, rows committed so far), for the timing report
+        self.actor_rows: dict[str, int] = {}  # rows committed by each actor (how the work spread)
 
     def add(self, receipts: pa.Table) -> None:
         for rec in receipts.to_pylist():
@@ -222,7 +227,7 @@ class Committer:
     def _add_fragment(self, p: _Progress, rec: dict) -> None:
         old = p.frags.get(rec["start"])
         if old is not None:
-            if old != rec:  # a retried task cut the unit differently: rescore it in the next round
+            if {**old, "actor": None} != {**rec, "actor": None}:  # a retried task cut the unit differently: rescore it next round
                 p.dirty = True
             return
         new = list(zip(rec["ranges"][0::2], rec["ranges"][1::2]))
@@ -244,6 +249,7 @@ class Committer:
         lay = self.layout
         moves, files, reject_files = [], [], []
         rows = rejects = chars = oov = 0
+        by_actor: dict[str, int] = {}
         for start in sorted(p.frags):
             rec = p.frags[start]
             if rec["scored_file"]:
@@ -260,6 +266,7 @@ class Committer:
                 reject_files.append(name)
             rows += rec["rows"]
             rejects += rec["rejects"]
+            by_actor[rec.get("actor") or "?"] = by_actor.get(rec.get("actor") or "?", 0) + rec["rows"]
             chars += rec.get("chars") or 0
             oov += rec.get("oov_chars") or 0
         u = self.units[unit]
@@ -275,6 +282,8 @@ class Committer:
         lay.commit_unit(unit, moves, marker, before_marker=before_marker)
         self.committed[unit] = marker
         self.rows += rows
+        for actor, n in by_actor.items():
+            self.actor_rows[actor] = self.actor_rows.get(actor, 0) + n
         self.commit_times.append((time.time(), self.rows))
         done = len(self.committed)
         if done == len(self.units) or done % max(1, len(self.units) // 10) == 0:
@@ -324,6 +333,10 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
     ctx = ds.context  # this dataset's own copy of the DataContext
     ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
         object_store_memory=budget_mb * 2**20)
+    # Every actor is up before the first item is dispatched: without this (Ray Data's default), the
+    # first actor to load its model queues tasks_per_actor items, and a file of two units (100k rows
+    # in one row group) was scored by one actor while the other idled (default model int8: 1,929 docs/s; 3,314 with this).
+    ctx.wait_for_min_actors_s = opts.actor_start_s
     with warnings.catch_warnings():
         # ray_remote_args_fn is deprecated (removal planned for Ray 2.64) but is 2.60's only way to
         # cap actor task retries without the (also deprecated) **ray_remote_args.
@@ -422,6 +435,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         rows_this_run = 0
         commit_times: list[tuple[float, int]] = []
         attempts: set[str] = set()
+        actor_rows: dict[str, int] = {}
         t_ray = time.time()
         if pending:
             sizing = _init(opts)
@@ -448,11 +462,14 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
                 committed.update(committer.committed)
                 commit_times += [(t, rows_this_run + r) for t, r in committer.commit_times]
                 rows_this_run += committer.rows
+                for actor, n in committer.actor_rows.items():
+                    actor_rows[actor] = actor_rows.get(actor, 0) + n
                 layout.delete(staging)
                 pending = committer.unfinished()
                 if not pending:
                     break
                 log(f"round {rnd}: {len(pending)} units did not add up; rescoring them")
+            log("rows scored per actor: " + ", ".join(f"{n}" for n in sorted(actor_rows.values(), reverse=True)))
             if pending:
                 raise ScoreError(f"{len(pending)} units could not be committed after {opts.max_rounds} rounds "
                                  f"(first: {pending[0].path})")
@@ -472,6 +489,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
             "run_id": run_id,
             "duplicates_moved": moved,
             "units": {"total": len(units), "scored_this_run": sum(m["attempt"] in attempts for m in committed.values())},
+            "rows_by_actor": dict(sorted(actor_rows.items())),  # this run's rows, by the actor (host:pid) that scored them
             "rows_scored_this_run": rows_this_run,
             "started_at": dt.datetime.fromtimestamp(started, dt.timezone.utc).isoformat(timespec="seconds"),
             "finished_at": dt.datetime.fromtimestamp(finished, dt.timezone.utc).isoformat(timespec="seconds"),

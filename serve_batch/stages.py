@@ -18,7 +18,9 @@ fragment (``chunk`` records), not the unit.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import socket
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +45,7 @@ RECEIPT_SCHEMA = pa.schema([
     ("chars", pa.int64()),  # characters the model read for the rows scored (drift: out-of-vocabulary share)
     ("oov_chars", pa.int64()),  # ... of which outside the vocabulary
     ("changed", pa.string()),  # the unit's input file is not as planned (never committed); else null
+    ("actor", pa.string()),  # the actor that scored it (host:pid): how the work spread, in the summary
 ])
 
 
@@ -110,6 +113,7 @@ class ScoreStage:
         self.cfg = cfg
         self.fault = fault
         self.chunk = chunk
+        self.actor = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         receipts = []
@@ -130,7 +134,7 @@ class ScoreStage:
                 mine.append({"unit": unit, "start": -1, "ranges": [], "rows": 0, "rejects": 0,
                              "scored_file": None, "rejects_file": None, "total": -1})
             mine[-1].update(total=total, changed=changed)
-            receipts += mine
+            receipts += [{**r, "actor": self.actor} for r in mine]
         return pa.Table.from_pylist(receipts, schema=RECEIPT_SCHEMA)
 
     def _fragment(self, unit: str, start: int, recs: list) -> dict:

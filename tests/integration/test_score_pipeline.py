@@ -444,3 +444,22 @@ def test_the_code_is_recorded_and_a_resume_with_other_code_says_so(artifact, ray
     assert again["status"] == "complete" and again["units"]["scored_this_run"] == 0
     assert any(m.startswith("warning: ") and "was started with other code ({'tagging': '0.0.1', 'git_sha': 'abc'})" in m
                for m in logs), logs
+
+
+def test_two_units_are_scored_by_two_actors(artifact, ray_local, tmp_path):
+    """Every actor is up before work is handed out: one row group cut into two row ranges is scored
+    one range per actor (Ray Data's default hands both to the first actor to start)."""
+    import pyarrow.parquet as pq
+
+    from tagging.synth import generate_corpus, write_corpus
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_corpus(generate_corpus(600, seed=11), str(inputs / "one.parquet"))
+    assert pq.ParquetFile(inputs / "one.parquet").metadata.num_row_groups == 1
+    summary = run_score(_opts(artifact, [inputs], tmp_path / "out", actors=2, tasks_per_actor=2, unit_rows=300),
+                        log=lambda m: None)
+    assert summary["units"]["total"] == 2
+    by_actor = summary["rows_by_actor"]
+    assert len(by_actor) == 2 and min(by_actor.values()) > 0, by_actor
+    assert sum(by_actor.values()) == summary["rows_scored"]
