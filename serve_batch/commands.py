@@ -31,6 +31,7 @@ def score(
     slice_rows: Annotated[int, typer.Option(help="Records an actor scores and stages at a time (its memory follows this).")] = 4096,
     unit_rows: Annotated[int, typer.Option(help="A Parquet row group over this many rows is cut into row ranges of at most this many (resume granularity).")] = 65_536,
     unit_mb: Annotated[float, typer.Option(help="An uncompressed JSON Lines / CSV file over this many MiB is cut into byte ranges of about this size at line boundaries.")] = 4.0,
+    min_units: Annotated[int, typer.Option(help="Cut smaller units (down to 4,096 rows / 256 KiB) where the inputs would give fewer than this, so every actor stays busy to the end (0: only --unit-rows / --unit-mb).")] = 64,
     precision: Annotated[Literal["fp32", "int8"], typer.Option(help="int8 needs `tagging quantize` (refused unless it passed its F1 gate).")] = "fp32",
     top_k: Annotated[Optional[int], typer.Option(help="Write only the K highest scores per row.", show_default="every tag")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo a date that already finished, or discard an unfinished run made with another model or inputs.")] = False,
@@ -56,7 +57,7 @@ def score(
         opts = ScoreOptions(model=str(model), inputs=tuple(list(input) + list(more_inputs or [])), output=output,
                             date=date or yesterday(), actors=actors, cpus_per_actor=cpus_per_actor,
                             gpus_per_actor=gpus_per_actor, batch_size=batch_size, actor_start_s=actor_start_timeout, slice_rows=slice_rows, unit_rows=unit_rows,
-                            unit_mb=unit_mb, precision=precision, top_k=top_k,
+                            unit_mb=unit_mb, min_units=min_units, precision=precision, top_k=top_k,
                             overwrite=overwrite, address=address, wait_s=wait, lease_ttl_s=lease_ttl, lease=not no_lease,
                             require_upstream_success=require_upstream_success, upstream_wait_s=upstream_wait,
                             fault=FaultPlan.from_env(), tracking_uri=uri(tracking_uri))

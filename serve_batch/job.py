@@ -78,6 +78,10 @@ class ScoreOptions:
     unit_mb: float = 4.0
     """An uncompressed JSON Lines / CSV file over this many MiB is cut into byte ranges of about
     this size at line boundaries (parallel reading; the resume granularity of text files)."""
+    min_units: int = 64
+    """Cut smaller units (down to 4,096 rows / 256 KiB, at most 16 ranges per row group) where the
+    inputs would give fewer than this: a small night or one big file still keeps every actor busy,
+    and the last units end together (a run's tail is one unit). 0: only the two limits above."""
     batch_size: int = 64
     """Texts per ONNX Runtime call (texts of similar length are batched together)."""
     precision: str = "fp32"
@@ -147,12 +151,13 @@ def _log_stderr(msg: str) -> None:
 # ----------------------------------------------------------------------------- planning
 
 
-def plan(inputs: Sequence[str], cfg, unit_rows: int = 65_536, unit_mb: float = 4.0) -> list[ReadUnit]:
+def plan(inputs: Sequence[str], cfg, unit_rows: int = 65_536, unit_mb: float = 4.0, min_units: int = 0) -> list[ReadUnit]:
     """Read units of the inputs; a missing, unreadable or column-less file fails here, before any scoring."""
     if not inputs:
         raise InputError("no --input given")
     try:
-        units = plan_units(list(inputs), parquet_unit_rows=unit_rows, text_unit_bytes=max(1, int(unit_mb * 2**20)))
+        units = plan_units(list(inputs), parquet_unit_rows=unit_rows, text_unit_bytes=max(1, int(unit_mb * 2**20)),
+                           min_units=min_units)
     except (pa.ArrowException, OSError) as exc:  # unreadable Parquet footer, permissions, ...
         raise InputError(f"cannot read input: {str(exc).splitlines()[0]}") from None
     for unit in units:
@@ -404,7 +409,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         return _finished(layout, opts, log)
     if opts.require_upstream_success:
         pins.wait_for_upstream(opts.inputs, opts.upstream_wait_s, log=log)
-    units = plan(opts.inputs, art.config.data, opts.unit_rows, opts.unit_mb)
+    units = plan(opts.inputs, art.config.data, opts.unit_rows, opts.unit_mb, opts.min_units)
     layout.mkdirs()
     with open_lease(layout, run_id, ttl_s=opts.lease_ttl_s, wait_s=opts.wait_s, enabled=opts.lease) as lease:
         if layout.succeeded() and not opts.overwrite:

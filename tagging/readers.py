@@ -45,6 +45,9 @@ COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".zst": "zstd", "
 RAW_CHARS = 200  # rejects keep this many characters of the raw record
 PARQUET_UNIT_ROWS = 65_536  # a row group over this many rows is cut into equal row ranges of at most this many
 TEXT_UNIT_BYTES = 4 << 20  # an uncompressed JSON Lines / CSV file over this size is cut into equal byte ranges
+MIN_UNIT_ROWS = 4096  # plan_units(min_units=...) cuts no smaller Parquet ranges than this
+MIN_UNIT_BYTES = 256 << 10  # ... and no smaller text byte ranges than this
+MAX_RANGES_PER_GROUP = 16  # ... nor more ranges of one row group than this (unless parquet_unit_rows needs more)
 PARQUET_BATCH_ROWS = 4096  # rows decoded at a time: a Parquet reader's memory is bounded by this, not the row group
 JSON_ARRAY_MAX_BYTES = 128 << 20  # a .json array is parsed whole in memory: bigger ones are refused (use JSON Lines)
 CSV_RECORD_MAX_BYTES = 64 << 20  # a CSV record spanning lines past this is an unterminated quote (one line: any size)
@@ -263,29 +266,47 @@ def split_range(total: int, limit: int) -> list[tuple[int, int]]:
 
 
 def plan_units(uris: Sequence[str], parquet_unit_rows: int = PARQUET_UNIT_ROWS,
-               text_unit_bytes: int = TEXT_UNIT_BYTES) -> list[ReadUnit]:
-    """Read units of the inputs, in a deterministic order (a function of the files and the two
-    limits). Paths keep their URI scheme."""
-    units = []
+               text_unit_bytes: int = TEXT_UNIT_BYTES, min_units: int = 0) -> list[ReadUnit]:
+    """Read units of the inputs, in a deterministic order (a function of the files and the
+    limits). Paths keep their URI scheme.
+
+    ``min_units`` > 0 cuts smaller units where the inputs would make fewer (parallelism: a few
+    big files still keep many actors busy), never below ``MIN_UNIT_ROWS`` rows / ``MIN_UNIT_BYTES``
+    bytes nor into more than ``MAX_RANGES_PER_GROUP`` ranges of one row group (each range decodes
+    the group's rows before it); ``parquet_unit_rows`` / ``text_unit_bytes`` stay upper bounds."""
+    files = []  # (full path, fs, path, fmt, codec, row group sizes or None, size)
     for index, (fs, path) in enumerate(list_files(uris)):
         fmt = detect_format(path)
         full = _with_scheme(uris, fs, path)
         codec = compression_of(path)
+        groups, size = None, 0
         if fmt == "parquet":
             if codec:
                 raise InputError(f"{full}: a compressed Parquet file (Parquet compresses inside; read it as .parquet)")
             with fs.open_input_file(path) as f:
                 meta = pq.ParquetFile(f).metadata
-            if meta.num_row_groups == 0:
+            groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        else:
+            size = fs.get_file_info(path).size or 0
+            if fmt == "json" and codec is None and size > JSON_ARRAY_MAX_BYTES:
+                raise InputError(_json_too_big(full, size))
+        files.append((index, full, fs, path, fmt, codec, groups, size))
+    rows_limit, bytes_limit = parquet_unit_rows, text_unit_bytes
+    if min_units > 0:
+        rows = sum(sum(f[6]) for f in files if f[6] is not None)
+        splittable = sum(f[7] for f in files if f[6] is None and f[5] is None and f[4] in ("jsonl", "csv"))
+        rows_limit = min(rows_limit, max(MIN_UNIT_ROWS, -(-rows // min_units)))
+        bytes_limit = min(bytes_limit, max(MIN_UNIT_BYTES, -(-splittable // min_units)))
+    units = []
+    for index, full, fs, path, fmt, codec, groups, size in files:
+        if groups is not None:
+            if not groups:
                 units.append(ReadUnit(full, fmt, 0, index))
-            for g in range(meta.num_row_groups):
-                units.extend(ReadUnit(full, fmt, g, index, a, b)
-                             for a, b in split_range(meta.row_group(g).num_rows, parquet_unit_rows))
+            for g, n in enumerate(groups):
+                limit = max(rows_limit, min(parquet_unit_rows, -(-n // MAX_RANGES_PER_GROUP)))
+                units.extend(ReadUnit(full, fmt, g, index, a, b) for a, b in split_range(n, limit))
             continue
-        size = fs.get_file_info(path).size or 0
-        if fmt == "json" and codec is None and size > JSON_ARRAY_MAX_BYTES:
-            raise InputError(_json_too_big(full, size))
-        ranges = split_range(size, text_unit_bytes) if codec is None and fmt in ("jsonl", "csv") else [(0, -1)]
+        ranges = split_range(size, bytes_limit) if codec is None and fmt in ("jsonl", "csv") else [(0, -1)]
         if len(ranges) > 1 and fmt == "csv" and csv_quote_open_at_line_end(fs, path):
             log.info(f"{full}: a quote is open at a line end (quoted multi-line fields or a stray quote): "
                      f"read as one unit, not split into {len(ranges)} byte ranges")

@@ -57,6 +57,27 @@ def test_big_parquet_row_group_is_read_in_ranges_with_only_the_needed_columns(tm
     assert recs[250].source.endswith("big.parquet:row 251")
 
 
+def test_min_units_cuts_smaller_units_for_parallelism_within_bounds(tmp_path):
+    """A small night or one big file still gives many units (floors: 4,096 rows / 256 KiB; at most 16
+    ranges of one row group unless --unit-rows needs more); without min_units the limits alone."""
+    ids = pa.array([f"r{i}" for i in range(100_000)])
+    pq.write_table(pa.table({"id": ids.slice(0, 20_000)}), tmp_path / "g.parquet")  # one 20k-row group
+    pq.write_table(pa.table({"id": ids}), tmp_path / "big.parquet")  # one 100k-row group
+    pq.write_table(pa.table({"id": ids.slice(0, 20_000)}), tmp_path / "small.parquet", row_group_size=2_000)
+    (tmp_path / "t.jsonl").write_bytes(b'{"id": "x"}\n' * (1 << 17))  # 1.5 MiB
+    ranges = lambda units: [(u.start, u.stop) for u in units]  # noqa: E731
+    assert len(plan_units([str(tmp_path / "g.parquet")])) == 1
+    g = plan_units([str(tmp_path / "g.parquet")], min_units=8)
+    assert ranges(g) == split_range(20_000, 4096) and len(g) == 5  # the 4,096-row floor, not 2,500
+    big = plan_units([str(tmp_path / "big.parquet")], min_units=64)
+    assert ranges(big) == split_range(100_000, 6_250) and len(big) == 16  # at most 16 ranges of one group
+    assert len(plan_units([str(tmp_path / "big.parquet")], parquet_unit_rows=5_000, min_units=64)) == 20  # the bound wins
+    assert len(plan_units([str(tmp_path / "small.parquet")], min_units=64)) == 10  # groups under the floor stay whole
+    text = plan_units([str(tmp_path / "t.jsonl")], min_units=64)
+    assert len(text) == 6 and len(plan_units([str(tmp_path / "t.jsonl")])) == 1  # 256 KiB floor; 4 MiB limit alone
+    assert [r.id for r in _read_all(big)] == ids.to_pylist()
+
+
 def _jsonl(path, n, crlf=False):
     end = "\r\n" if crlf else "\n"
     with open(path, "w", newline="") as f:
