@@ -386,14 +386,17 @@ def dedup_driver_memory(ids: int, work: Path, files: int = 100, log=print) -> di
         rows[::100] = rows[::100] // 2  # 1% repeat an earlier id
         pq.write_table(pa.table({"id": pa.array([f"id-{i:012d}" for i in rows], pa.string())}),
                        date_dir / f"part-{k:05d}-00000-0000000000.parquet")
-    code = ("import json, resource, sys, time; from serve_batch.layout import OutputLayout; "
+    # VmHWM (this process's peak RSS since exec), not ru_maxrss: Linux carries ru_maxrss over a fork
+    # and exec, so a child of this big process would report the parent's RSS as its own peak.
+    code = ("import json, sys, time; from serve_batch.layout import OutputLayout; "
             "from serve_batch.dedup import find_duplicates; "
+            "hwm = lambda: int(next(ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')).split()[1]); "
             f"lay = OutputLayout({str(work / 'dedup')!r}, {DATE!r}); "
             "files = sorted(i.path for i in lay.list() if i.path.endswith('.parquet')); "
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; t0 = time.time(); "
+            "base = hwm(); t0 = time.time(); "
             "d = find_duplicates(lay, files); "
             "print(json.dumps({'dups': sum(map(len, d.values())), 's': time.time() - t0, "
-            "'peak_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'base_mb': base / 1024}))")
+            "'peak_mb': hwm() / 1024, 'base_mb': base / 1024}))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     out = json.loads(res.stdout.strip().splitlines()[-1])
     out.update(ids=per * files, files=files, bytes_per_id=(out["peak_mb"] - out["base_mb"]) * 2**20 / (per * files))
