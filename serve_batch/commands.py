@@ -27,7 +27,7 @@ def score(
     cpus_per_actor: Annotated[float, typer.Option(help="CPUs per actor (fractional leaves room for Ray's own processes); ONNX Runtime threads = round(this), at least 1.")] = 0.75,
     gpus_per_actor: Annotated[Optional[float], typer.Option(help="GPUs per actor.", show_default="0.25 if the cluster has GPUs")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per ONNX Runtime call (grouped by length).")] = 64,
-    actor_start_timeout: Annotated[float, typer.Option(help="Seconds to wait for every scoring actor to start before work is handed out (then fail, naming the cause).")] = 600.0,
+    actor_start_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for every scoring actor to start before work is handed out (then fail, naming the cause); 0: no wait.", show_default="600 when the inputs hold 1 MiB or more, else no wait")] = None,
     slice_rows: Annotated[int, typer.Option(help="Records an actor scores and stages at a time (its memory follows this).")] = 4096,
     unit_rows: Annotated[int, typer.Option(help="A Parquet row group over this many rows is cut into row ranges of at most this many (resume granularity).")] = 65_536,
     unit_mb: Annotated[float, typer.Option(help="An uncompressed JSON Lines / CSV file over this many MiB is cut into byte ranges of about this size at line boundaries.")] = 4.0,

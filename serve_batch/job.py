@@ -41,6 +41,8 @@ from tagging.scores import previous_summaries
 
 RUN_SCHEMA = 1
 GPU_SHARE = 0.25  # default GPUs per scoring actor on a GPU cluster (4 actors per GPU)
+ACTOR_START_S = 600.0  # ScoreOptions.actor_start_s when the inputs hold AUTO_WAIT_BYTES or more
+AUTO_WAIT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,11 @@ class ScoreOptions:
     while one of them is reading."""
     tasks_per_actor: int = 2
     """Work items queued at each actor (1 = an actor waits for the driver between items)."""
-    actor_start_s: float = 600.0
+    actor_start_s: float | None = None
     """Seconds to wait for every scoring actor to start before any work item is handed out (else the
     first actor up queues the first items and, with few units, scores them alone); a cluster that
-    cannot start them all in time fails with that message."""
+    cannot start them all in time fails with that message. None: 600 s when the inputs hold 1 MiB
+    or more, else no wait (a smaller night is scored in about the time an actor takes to start)."""
     slice_rows: int = 4096
     """Records per staged fragment: an actor reads its unit once and scores and stages this many
     records at a time (its memory follows this, not the unit)."""
@@ -341,7 +344,7 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
     # Every actor is up before the first item is dispatched: without this (Ray Data's default), the
     # first actor to load its model queues tasks_per_actor items, and a file of two units (100k rows
     # in one row group) was scored by one actor while the other idled (default model int8: 1,929 docs/s; 3,314 with this).
-    ctx.wait_for_min_actors_s = opts.actor_start_s
+    ctx.wait_for_min_actors_s = actor_wait_s(opts, inputs)
     with warnings.catch_warnings():
         # ray_remote_args_fn is deprecated (removal planned for Ray 2.64) but is 2.60's only way to
         # cap actor task retries without the (also deprecated) **ray_remote_args.
@@ -357,6 +360,15 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
             compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=opts.tasks_per_actor),
             batch_size=1, batch_format="pyarrow",
             num_cpus=cpa, num_gpus=gpa or None, ray_remote_args_fn=_actor_retries)
+
+
+def actor_wait_s(opts: ScoreOptions, inputs: dict[str, dict] | None) -> float:
+    """Ray Data's wait_for_min_actors_s for this run: ``opts.actor_start_s``, or (None) 600 s when
+    the planned input files hold AUTO_WAIT_BYTES or more, else -1 (no wait)."""
+    if opts.actor_start_s is not None:
+        return opts.actor_start_s
+    size = sum(int(i.get("size") or 0) for i in (inputs or {}).values())
+    return ACTOR_START_S if size >= AUTO_WAIT_BYTES else -1.0
 
 
 def _actor_retries() -> dict:

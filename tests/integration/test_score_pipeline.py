@@ -457,7 +457,8 @@ def test_two_units_are_scored_by_two_actors(artifact, ray_local, tmp_path):
     inputs.mkdir()
     write_corpus(generate_corpus(600, seed=11), str(inputs / "one.parquet"))
     assert pq.ParquetFile(inputs / "one.parquet").metadata.num_row_groups == 1
-    summary = run_score(_opts(artifact, [inputs], tmp_path / "out", actors=2, tasks_per_actor=2, unit_rows=300),
+    summary = run_score(_opts(artifact, [inputs], tmp_path / "out", actors=2, tasks_per_actor=2, unit_rows=300,
+                                  actor_start_s=600),  # these few KiB would not wait by default
                         log=lambda m: None)
     assert summary["units"]["total"] == 2
     by_actor = summary["rows_by_actor"]

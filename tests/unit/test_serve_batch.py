@@ -14,7 +14,7 @@ import pytest
 
 from serve_batch import faults
 from serve_batch.dedup import dedup_pass, find_duplicates
-from serve_batch.job import Committer, _same_run
+from serve_batch.job import Committer, ScoreOptions, _same_run, actor_wait_s
 from serve_batch.layout import COMMITS, REJECTS, OutputLayout, ScoreError, check_date, part_name, unit_of
 from serve_batch.scorer import SCORED_SCHEMA, scored_table
 from tagging.onnx_scoring import Scores
@@ -365,3 +365,11 @@ def test_bench_refuses_a_scale_that_would_rerun_the_first_rows(tmp_path, scale):
         with pytest.raises(ValueError, match="--scale must be at least 2"):
             bench(str(tmp_path / "no-model"), scale=scale, work_dir=str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
+
+
+def test_actors_are_awaited_only_where_an_idle_one_matters():
+    opts = ScoreOptions(model="m", inputs=("in",), output="out", date="2026-01-01")
+    assert actor_wait_s(opts, {"a": {"size": 700 << 10}, "b": {"size": 400 << 10}}) == 600  # 1.1 MiB in all
+    assert actor_wait_s(opts, {"a": {"size": 900 << 10}}) < 0 and actor_wait_s(opts, None) < 0
+    assert actor_wait_s(ScoreOptions(model="m", inputs=("in",), output="out", date="2026-01-01", actor_start_s=5),
+                        {"a": {"size": 1}}) == 5
