@@ -344,7 +344,9 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
     # Every actor is up before the first item is dispatched: without this (Ray Data's default), the
     # first actor to load its model queues tasks_per_actor items, and a file of two units (100k rows
     # in one row group) was scored by one actor while the other idled (default model int8: 1,929 docs/s; 3,314 with this).
-    ctx.wait_for_min_actors_s = actor_wait_s(opts, inputs)
+    wait_s = actor_wait_s(opts, inputs)
+    if wait_s is not None:  # else Ray Data's default (RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S, -1 unset)
+        ctx.wait_for_min_actors_s = wait_s
     with warnings.catch_warnings():
         # ray_remote_args_fn is deprecated (removal planned for Ray 2.64) but is 2.60's only way to
         # cap actor task retries without the (also deprecated) **ray_remote_args.
@@ -362,13 +364,13 @@ def build_dataset(units: Sequence[ReadUnit], art, opts: ScoreOptions, staging_ur
             num_cpus=cpa, num_gpus=gpa or None, ray_remote_args_fn=_actor_retries)
 
 
-def actor_wait_s(opts: ScoreOptions, inputs: dict[str, dict] | None) -> float:
+def actor_wait_s(opts: ScoreOptions, inputs: dict[str, dict] | None) -> float | None:
     """Ray Data's wait_for_min_actors_s for this run: ``opts.actor_start_s``, or (None) 600 s when
-    the planned input files hold AUTO_WAIT_BYTES or more, else -1 (no wait)."""
+    the planned input files hold AUTO_WAIT_BYTES or more, else None (Ray Data's default)."""
     if opts.actor_start_s is not None:
         return opts.actor_start_s
     size = sum(int(i.get("size") or 0) for i in (inputs or {}).values())
-    return ACTOR_START_S if size >= AUTO_WAIT_BYTES else -1.0
+    return ACTOR_START_S if size >= AUTO_WAIT_BYTES else None
 
 
 def _actor_retries() -> dict:
