@@ -21,6 +21,7 @@ import sys
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -213,7 +214,7 @@ class Committer:
         self.committed: dict[str, dict] = {}
         self.rows = 0
         self.commit_times: list[tuple[float, int]] = []  # (time, rows committed so far), for the timing report
-        self.actor_rows: dict[str, int] = {}  # rows committed by each actor (how the work spread)
+        self.actor_rows: Counter[str] = Counter()  # rows committed by each actor (how the work spread)
 
     def add(self, receipts: pa.Table) -> None:
         for rec in receipts.to_pylist():
@@ -257,7 +258,7 @@ class Committer:
         lay = self.layout
         moves, files, reject_files = [], [], []
         rows = rejects = chars = oov = 0
-        by_actor: dict[str, int] = {}
+        by_actor: Counter[str] = Counter()
         for start in sorted(p.frags):
             rec = p.frags[start]
             if rec["scored_file"]:
@@ -274,7 +275,7 @@ class Committer:
                 reject_files.append(name)
             rows += rec["rows"]
             rejects += rec["rejects"]
-            by_actor[rec.get("actor") or "?"] = by_actor.get(rec.get("actor") or "?", 0) + rec["rows"]
+            by_actor[rec.get("actor") or "?"] += rec["rows"]
             chars += rec.get("chars") or 0
             oov += rec.get("oov_chars") or 0
         u = self.units[unit]
@@ -290,8 +291,7 @@ class Committer:
         lay.commit_unit(unit, moves, marker, before_marker=before_marker)
         self.committed[unit] = marker
         self.rows += rows
-        for actor, n in by_actor.items():
-            self.actor_rows[actor] = self.actor_rows.get(actor, 0) + n
+        self.actor_rows.update(by_actor)
         self.commit_times.append((time.time(), self.rows))
         done = len(self.committed)
         if done == len(self.units) or done % max(1, len(self.units) // 10) == 0:
@@ -454,7 +454,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         rows_this_run = 0
         commit_times: list[tuple[float, int]] = []
         attempts: set[str] = set()
-        actor_rows: dict[str, int] = {}
+        actor_rows: Counter[str] = Counter()
         t_ray = time.time()
         if pending:
             sizing = _init(opts)
@@ -481,8 +481,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
                 committed.update(committer.committed)
                 commit_times += [(t, rows_this_run + r) for t, r in committer.commit_times]
                 rows_this_run += committer.rows
-                for actor, n in committer.actor_rows.items():
-                    actor_rows[actor] = actor_rows.get(actor, 0) + n
+                actor_rows.update(committer.actor_rows)
                 layout.delete(staging)
                 pending = committer.unfinished()
                 if not pending:
