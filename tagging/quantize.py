@@ -69,7 +69,7 @@ def quantize_model(fp32_path: Path, out_path: Path, batches: Sequence[np.ndarray
         clean = Path(tmp) / "clean.onnx"
         onnx.save(model, str(clean))
         root = logging.getLogger()
-        level = root.level
+        level, handlers = root.level, list(root.handlers)
         root.setLevel(logging.ERROR)  # onnxruntime's "consider pre-processing" warnings go to the root logger
         try:
             quantize_static(str(clean), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -77,6 +77,8 @@ def quantize_model(fp32_path: Path, out_path: Path, batches: Sequence[np.ndarray
                             op_types_to_quantize=list(OPS) if OPS else None, calibrate_method=CalibrationMethod.MinMax)
         finally:
             root.setLevel(level)
+            for h in [h for h in root.handlers if h not in handlers]:  # its logging.info() calls add one (basicConfig):
+                root.removeHandler(h)  # our messages would print twice
 
 
 def quantize_artifact(model_dir: str, data: Sequence[str], calibration_rows: int = 512, max_drop: float = 0.01,

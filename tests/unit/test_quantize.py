@@ -39,3 +39,23 @@ def test_int8_model_scores_like_fp32_and_tune_times_it(tmp_path):
                       for f in ("m.onnx", "q.onnx"))
         assert np.abs(fp32 - int8).max() < 0.05
     assert onnx_docs_per_s(CFG, 30, 4, np.array([5, 20, 60]), threads=1, seconds=0.1, int8=True) > 0
+
+
+def test_quantizing_leaves_no_logging_handler_behind(tmp_path):
+    """onnxruntime's quantizer logs through logging.info(), which installs a root handler when
+    there is none (as in the CLI): our messages would then print twice."""
+    import logging
+
+    from tagging.export import export_onnx
+    from tagging.model import CharCNN
+
+    torch.manual_seed(0)
+    export_onnx(CharCNN(30, 4, CFG).eval(), tmp_path / "m.onnx")
+    root = logging.getLogger()
+    saved = root.handlers[:]  # pytest's capture handlers: without them, as in a CLI process
+    root.handlers.clear()
+    try:
+        quantize_model(tmp_path / "m.onnx", tmp_path / "q.onnx", [np.full((4, 9), 3, dtype=np.int64)])
+        assert root.handlers == []
+    finally:
+        root.handlers[:] = saved
