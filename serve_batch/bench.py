@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,8 @@ def _write_inputs(df, folder: Path, unit_rows: int, copies: int = 1) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # no parts of an earlier bench in the same --work-dir
+    folder.mkdir(parents=True)
     base = pa.table({"id": pa.array(df["id"].tolist(), pa.string()), "text": pa.array(df["text"].tolist(), pa.string()),
                      "tags": pa.array([list(t) for t in df["tags"]], pa.list_(pa.string()))})
     for k in range(copies):
@@ -135,6 +137,7 @@ def run_pipeline(model: str, inputs: Path, output: Path, precision: str, batch_s
            str(output), "--date", DATE, "--precision", precision, "--batch-size", str(batch_size),
            "--cpus-per-actor", str(cpus_per_actor)] + (["--actors", str(actors)] if actors else [])
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "SERVE_BATCH_FAULT")}
+    shutil.rmtree(output, ignore_errors=True)  # an earlier bench's output in the same --work-dir (its inputs are rewritten)
     t0 = time.time()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = _RssSampler(proc.pid)

@@ -242,3 +242,10 @@ def test_bench_score_layouts_smoke(artifact, tmp_path, ray_tmp):
     assert csv_run["over_ceiling"] > 0 and csv_run["rss_scaled_over_1x"] > 0
     assert result["dedup"]["ids"] == 20000 and result["dedup"]["dups"] > 0
     assert "csv" in res.stdout and "duplicate-id pass" in res.stdout
+    # Again in the same --work-dir, other rows: the bench rewrites its inputs and starts its outputs afresh
+    # (the scorer would refuse a complete night whose inputs changed).
+    res = cs.run_cli(["bench-score", "--model", str(artifact), "--layout", "csv", "--rows", "100", "--scale", "2",
+                      "--ceiling-repeats", "1", "--out", str(out), "--work-dir", str(tmp_path / "w")],
+                     {"RAY_TMPDIR": str(ray_tmp)}, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads(out.read_text())["layouts"]["csv"]["runs"]["2x"]["rows"] == 200
