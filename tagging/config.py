@@ -139,6 +139,9 @@ class TrainConfig:
     """Epochs at most (> 0; the cosine schedule decays to zero at the last one); early stopping may end sooner."""
     patience: int = 12
     """Early stopping: epochs without validation improvement before stopping."""
+    ema_decay: float = 0.0
+    """Weights averaged over training steps (exponential moving average with this decay per
+    step, in [0, 1); 0 = off): validation, early stopping and the exported model use the average."""
     lr_schedule: Literal["cosine", "plateau"] = "cosine"
     """'cosine': linear warm-up over the first tenth of max_epochs, then cosine decay to zero at
     max_epochs, stepped per epoch; 'plateau': ReduceLROnPlateau on validation F1."""
@@ -198,6 +201,7 @@ def validate(cfg: TrainConfig) -> None:
         ("model.dropout", 0 <= m.dropout < 1, "must be in [0, 1)"),
         ("model.max_length", m.max_length > 0, "must be > 0"),
         ("model.ensemble", 1 <= m.ensemble <= 16, "must be in 1..16"),
+        ("ema_decay", 0 <= cfg.ema_decay < 1, "must be in [0, 1)"),
         ("batch_size", cfg.batch_size > 0, "must be > 0"),
         ("learning_rate", cfg.learning_rate > 0, "must be > 0"),
         ("weight_decay", cfg.weight_decay >= 0, "must be >= 0"),

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from tagging.artifact import Artifact, save_artifact
 from tagging.augment import alias_examples, alias_table_for, with_concat
@@ -147,10 +148,12 @@ def train_epoch(
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> tuple[float, int]:
     """One pass over ``batches``; returns (mean loss per sample, samples seen).
 
-    ``amp_dtype``: the forward pass runs in that autocast dtype; ``scaler`` scales the fp16 loss.
+    ``amp_dtype``: the forward pass runs in that autocast dtype; ``scaler`` scales the fp16 loss;
+    ``after_step()`` runs after each optimizer step (the weight average's update).
     """
     model.train()
     total, seen = 0.0, 0
@@ -169,6 +172,8 @@ def train_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if after_step is not None:
+            after_step()
         total += float(loss.detach()) * len(ids)
         seen += len(ids)
     return total / max(seen, 1), seen
@@ -264,6 +269,10 @@ class ModelTraining:
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.amp_dtype, self.scaler = mixed_precision(self.device)
         self.stopper = EarlyStopping(cfg.patience)
+        # The weight average (EMA per step) lives beside the trained model; with DDP every rank
+        # holds the same parameters after each step, so every rank holds the same average.
+        self.average = (AveragedModel(unwrap(self.model), multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+                        if cfg.ema_decay > 0 else None)
         self.history: list[dict] = []
         self.epoch = 0  # the next epoch to train
         self.after_training = after_training
@@ -289,16 +298,18 @@ class ModelTraining:
         batches = training_batches(texts, y, self.inputs.vocab, max(1, cfg.batch_size // world), cfg.bucket_batches,
                                    cfg.model.max_length, rng, order_rng)
         with self.model.join() if world > 1 and hasattr(self.model, "join") else nullcontext():  # uneven batch counts
-            loss, seen = train_epoch(self.model, batches, self.loss_fn, self.optimizer, self.device, self.amp_dtype, self.scaler)
+            loss, seen = train_epoch(self.model, batches, self.loss_fn, self.optimizer, self.device, self.amp_dtype, self.scaler,
+                                     after_step=self._update_average if self.average is not None else None)
         train_s = time.perf_counter() - t0
         if self.after_training:
             self.after_training(epoch)
-        p_val = predict_texts(unwrap(self.model), val_texts, self.inputs.vocab, cfg.model.max_length, device=self.device)
+        evaluated = self.evaluated_model
+        p_val = predict_texts(evaluated, val_texts, self.inputs.vocab, cfg.model.max_length, device=self.device)
         threshold = fit_global_threshold(y_val, p_val)
         val_f1 = weighted_f1(y_val, p_val >= threshold)
         eps = 1e-7
         val_loss = float(-np.mean(y_val * np.log(p_val + eps) + (1 - y_val) * np.log(1 - p_val + eps)))
-        stop = self.stopper.update(val_f1, epoch, self.model)
+        stop = self.stopper.update(val_f1, epoch, evaluated)
         if world > 1:
             flag, total = (torch.tensor([v], dtype=torch.int64, device=self.device) for v in (int(stop), seen))
             dist.broadcast(flag, src=0)  # rank 0 decides, everyone follows
@@ -311,9 +322,18 @@ class ModelTraining:
         self.epoch, self.stopped = epoch + 1, stop
         return record
 
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """What validation scores and early stopping keeps: the weight average when there is one."""
+        return self.average.module if self.average is not None else unwrap(self.model)
+
+    def _update_average(self) -> None:
+        self.average.update_parameters(unwrap(self.model))
+
     def state(self) -> dict:
         """A checkpoint of tensors and plain containers only: loads with ``torch.load(weights_only=True)``."""
         return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+                "average": self.average.state_dict() if self.average is not None else None,
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
                 "early_stopping": self.stopper.state(), "history": self.history, "epoch": self.epoch - 1, "stop": self.stopped}
 
@@ -321,6 +341,8 @@ class ModelTraining:
         """Continue from a ``state()`` checkpoint (after its epoch)."""
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])

@@ -76,6 +76,7 @@ def test_train_options_config_file_and_set(tmp_path, fake_training):
     ("modle:\n  dropout: 0.1\n", "unknown config field 'modle'; did you mean model?"),
     ("use_gpu: [1]\n", "use_gpu: expected true or false"),
     ("imbalance: magic\n", "imbalance: expected one of pos_weight, inverse_count, none"),
+    ("ema_decay: 1\n", "ema_decay: must be in [0, 1)"),
 ])
 def test_a_bad_config_file_fails_naming_the_field_before_training(tmp_path, fake_training, text, message):
     path = tmp_path / "bad.yaml"

@@ -59,7 +59,9 @@ def test_an_epoch_records_validation_loss_lr_and_keeps_the_best(inputs):
     assert run.stopper.best_epoch == max(range(4), key=lambda e: (records[e]["val_f1"], -e))
 
 
-def test_checkpoint_loads_weights_only_and_resumes_as_if_never_stopped(inputs):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_checkpoint_loads_weights_only_and_resumes_as_if_never_stopped(inputs, ema_decay):
+    inputs = replace(inputs, config=replace(inputs.config, ema_decay=ema_decay))
     whole = ModelTraining(inputs)
     for _ in range(3):
         whole.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12])
@@ -75,6 +77,25 @@ def test_checkpoint_loads_weights_only_and_resumes_as_if_never_stopped(inputs):
         resumed.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12])
     for a, b in zip(whole.history, resumed.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5) and a["val_f1"] == pytest.approx(b["val_f1"])
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)  # the weight average resumed too
+
+
+def test_weight_average_is_validated_and_kept_while_training_runs_unchanged(inputs):
+    plain = ModelTraining(inputs)
+    averaged = ModelTraining(replace(inputs, config=replace(inputs.config, ema_decay=0.9)))
+    snapshots = []
+    for _ in range(3):
+        a, b = plain.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12]), averaged.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12])
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)  # the average does not steer training
+        assert a["val_loss"] != pytest.approx(b["val_loss"], rel=1e-6)  # but it is what validation scores
+        snapshots.append({k: v.clone() for k, v in averaged.average.module.state_dict().items()})
+    trained = plain.model.state_dict()
+    assert all(torch.allclose(v, averaged.model.state_dict()[k]) for k, v in trained.items())
+    assert not all(torch.allclose(v, snapshots[-1][k]) for k, v in trained.items())
+    best = averaged.stopper.best_epoch
+    assert best == max(range(3), key=lambda e: (averaged.history[e]["val_f1"], -e))
+    # early stopping keeps the average of its best epoch, and that is the model training returns
+    assert all(torch.equal(v, snapshots[best][k]) for k, v in averaged.best_model().state_dict().items())
 
 
 def test_early_stopping_ends_training_and_the_best_weights_come_back(inputs):
