@@ -114,6 +114,8 @@ class DistillConfig:
     """The student's max_length in characters (None = the teacher's model.max_length)."""
     student_concat_rate: float | None = None
     """Concatenations per training row and epoch the student draws from the pool (0..8; None = concat_rate)."""
+    student_ema_decay: float | None = None
+    """The student's weight average (ema_decay of the student alone; None = the teacher's ema_decay)."""
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -141,7 +143,8 @@ class TrainConfig:
     """Early stopping: epochs without validation improvement before stopping."""
     ema_decay: float = 0.0
     """Weights averaged over training steps (exponential moving average with this decay per
-    step, in [0, 1); 0 = off): validation, early stopping and the exported model use the average."""
+    step, in [0, 1); 0 = off; it remembers about 1 / (1 - decay) steps, so keep that well under
+    the run's steps): validation, early stopping and the exported model use the average."""
     lr_schedule: Literal["cosine", "plateau"] = "cosine"
     """'cosine': linear warm-up over the first tenth of max_epochs, then cosine decay to zero at
     max_epochs, stepped per epoch; 'plateau': ReduceLROnPlateau on validation F1."""
@@ -216,6 +219,7 @@ def validate(cfg: TrainConfig) -> None:
         ("distill.student_filter_widths", all(w > 0 for w in cfg.distill.student_filter_widths or (1,)), "must be widths > 0"),
         ("distill.student_max_length", (cfg.distill.student_max_length or 1) > 0, "must be > 0"),
         ("distill.student_concat_rate", 0 <= (cfg.distill.student_concat_rate or 0) <= 8, "must be in [0, 8]"),
+        ("distill.student_ema_decay", 0 <= (cfg.distill.student_ema_decay or 0) < 1, "must be in [0, 1)"),
         ("workers", cfg.workers >= 0, "must be >= 0"),
         ("cpus_per_worker", cfg.cpus_per_worker > 0, "must be > 0"),
         ("batch_size", cfg.workers == 0 or cfg.batch_size >= cfg.workers, "must be >= workers"),

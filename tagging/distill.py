@@ -39,7 +39,8 @@ def student_config(cfg: TrainConfig) -> TrainConfig:
         filter_widths=tuple(d.student_filter_widths or cfg.model.filter_widths),
         max_length=d.student_max_length or cfg.model.max_length)
     rate = cfg.concat_rate if d.student_concat_rate is None else d.student_concat_rate
-    return dataclasses.replace(cfg, model=model, concat_rate=rate)
+    ema = cfg.ema_decay if d.student_ema_decay is None else d.student_ema_decay
+    return dataclasses.replace(cfg, model=model, concat_rate=rate, ema_decay=ema)
 
 
 def pack(hard: np.ndarray, soft: np.ndarray, has_hard: np.ndarray, in_pool: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -85,10 +86,13 @@ def test_concat_pool_is_deterministic_and_labels_the_union():
 
 def test_student_config_is_one_member_with_the_overrides():
     cfg = load_config(None, {"model.ensemble": 3, "distill.student_num_filters": 32, "distill.student_filter_widths": "1,2,3",
-                             "distill.student_max_length": 256, "distill.student_concat_rate": 2.5})
+                             "distill.student_max_length": 256, "distill.student_concat_rate": 2.5,
+                             "distill.student_ema_decay": 0.998})
     s = student_config(cfg)
     assert (s.model.ensemble, s.model.num_filters, s.model.filter_widths, s.model.max_length) == (1, 32, (1, 2, 3), 256)
     assert s.concat_rate == 2.5 and cfg.concat_rate == 1.0
+    assert s.ema_decay == 0.998 and cfg.ema_decay == 0.0  # the student averages its weights, the members do not
+    assert student_config(load_config(None, {"ema_decay": 0.99})).ema_decay == 0.99  # None: the teacher's
     assert s.model.embedding_dim == cfg.model.embedding_dim and s.distill == cfg.distill
     plain = student_config(load_config())
     assert dataclasses.replace(plain.model, ensemble=3) == load_config().model
@@ -99,9 +103,10 @@ def test_student_config_is_one_member_with_the_overrides():
     ("distill.temperature", "0", "distill.temperature: must be > 0"),
     ("distill.teacher_linear", "high", "distill.teacher_linear: expected a number"),
     ("distill.student_filter_widths", "0,2", "distill.student_filter_widths: must be widths > 0"),
+    ("distill.student_ema_decay", "1.0", "distill.student_ema_decay: must be in [0, 1)"),
 ])
 def test_distill_config_is_checked_naming_the_field(key, value, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, {key: value})
 
 
