@@ -25,7 +25,8 @@ import conftest_score as cs
 
 MARGIN = 0.04
 CONFIG = {"model.num_filters": 24, "model.filter_widths": [1, 2, 3, 4], "model.embedding_dim": 24, "model.hidden_dim": 32,
-          "model.ensemble": 2, "max_epochs": 6, "data.min_tag_freq": 5, "distill.concat_pool": 4, "workers": 2, "cpus_per_worker": 0.5}
+          "model.ensemble": 2, "max_epochs": 6, "data.min_tag_freq": 5, "distill.concat_pool": 4, "workers": 2, "cpus_per_worker": 0.5,
+          "distill.student_ema_decay": 0.9}
 
 
 def _f1_as_training_does(model, prepared, vocab, max_length, seed):
@@ -80,6 +81,7 @@ def test_distill_end_to_end_records_its_teacher_and_drops_held_out_texts(distill
     assert proc.returncode == 0, proc.stderr[-3000:]
     student = load_artifact(distilled["work"] / "student")
     assert isinstance(student.load_model(), CharCNN) and student.config.model.ensemble == 1
+    assert student.config.ema_decay == 0.9 and teacher.config.ema_decay == 0.0  # the student alone averaged its weights
     d = student.manifest["distillation"]
     assert d["teacher"]["sha"] == teacher.sha and d["teacher"]["members"] == 2
     assert d["teacher"]["weights_sha256"] == teacher.manifest["files"]["model.pt"]
