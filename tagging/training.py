@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -299,7 +300,7 @@ class ModelTraining:
                                    cfg.model.max_length, rng, order_rng)
         with self.model.join() if world > 1 and hasattr(self.model, "join") else nullcontext():  # uneven batch counts
             loss, seen = train_epoch(self.model, batches, self.loss_fn, self.optimizer, self.device, self.amp_dtype, self.scaler,
-                                     after_step=self._update_average if self.average is not None else None)
+                                     after_step=partial(self.average.update_parameters, unwrap(self.model)) if self.average is not None else None)
         train_s = time.perf_counter() - t0
         if self.after_training:
             self.after_training(epoch)
@@ -326,9 +327,6 @@ class ModelTraining:
     def evaluated_model(self) -> nn.Module:
         """What validation scores and early stopping keeps: the weight average when there is one."""
         return self.average.module if self.average is not None else unwrap(self.model)
-
-    def _update_average(self) -> None:
-        self.average.update_parameters(unwrap(self.model))
 
     def state(self) -> dict:
         """A checkpoint of tensors and plain containers only: loads with ``torch.load(weights_only=True)``."""
