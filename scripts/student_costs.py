@@ -42,11 +42,9 @@ def main() -> None:
     import torch
 
     from tagging.artifact import load_artifact
-    from tagging.batching import bucket_order
-    from tagging.config import ModelConfig
     from tagging.export import export_onnx, session
     from tagging.model import CharCNN, count_parameters
-    from tagging.quantize import quantize_model
+    from tagging.quantize import calibration_batches, quantize_model
     from tagging.readers import Row, plan_units, read_unit
 
     art = load_artifact(a.model)
@@ -55,14 +53,13 @@ def main() -> None:
         raise SystemExit(f"no valid rows in {a.data}")
     texts = (texts * (a.rows // len(texts) + 1))[: a.rows]
     lengths = np.array([len(t) for t in texts])
-    batches = [art.vocab.encode([texts[i] for i in idx], art.max_length)[0] for idx in bucket_order(lengths, 64, None)]
+    batches = calibration_batches(art.vocab, texts, art.max_length)  # length-bucketed, 64 a batch, as scoring runs them
     print(f"{len(texts)} texts, mean {lengths.mean():.0f} characters, {len(batches)} batches")
     base_macs = None
     with tempfile.TemporaryDirectory() as tmp:
         for variant in a.variant or DEFAULT_VARIANTS:
             overrides = dict(kv.split("=", 1) for kv in variant.split())
             cfg = dataclasses.replace(art.config.model, ensemble=1, **overrides)
-            assert isinstance(cfg, ModelConfig)
             torch.manual_seed(0)
             model = CharCNN(art.vocab.size, len(art.labels.labels), cfg).eval()
             fp32, int8 = Path(tmp) / "m.onnx", Path(tmp) / "m.int8.onnx"
