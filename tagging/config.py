@@ -143,8 +143,9 @@ class TrainConfig:
     """Early stopping: epochs without validation improvement before stopping."""
     ema_decay: float = 0.0
     """Weights averaged over training steps (exponential moving average with this decay per
-    step, in [0, 1); 0 = off; it remembers about 1 / (1 - decay) steps, so keep that well under
-    the run's steps): validation, early stopping and the exported model use the average."""
+    step, in [0, 1); 0 = off): validation, early stopping and the exported model use the average.
+    It remembers about 1 / (1 - decay) steps, and at most a quarter of the steps taken so far (a
+    warm-up: a short run's average is never mostly its first weights)."""
     lr_schedule: Literal["cosine", "plateau"] = "cosine"
     """'cosine': linear warm-up over the first tenth of max_epochs, then cosine decay to zero at
     max_epochs, stepped per epoch; 'plateau': ReduceLROnPlateau on validation F1."""

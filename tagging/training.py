@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from tagging.artifact import Artifact, save_artifact
 from tagging.augment import alias_examples, alias_table_for, with_concat
@@ -237,6 +237,27 @@ class EarlyStopping:
         return cls(patience, state["best_score"], state["best_epoch"], state["bad_epochs"], state["best_state"])
 
 
+EMA_SPAN_OF_RUN = 0.25  # the average spans at most this fraction of the steps taken so far
+
+
+def ema_with_warmup(decay: float, span: float = EMA_SPAN_OF_RUN):
+    """AveragedModel's update for an exponential moving average of the weights whose horizon grows
+    with the run: after ``n`` steps the average remembers about ``1 + span * n`` steps, until that
+    reaches ``1 / (1 - decay)`` steps. A plain EMA of a short run (the tests', a demo's: fewer steps
+    than its horizon) is mostly its first, untrained weights; this one never reaches back past the
+    last quarter of the run so far. Computed on the device, without a host sync per step."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        if not torch.is_floating_point(averaged[0]):  # integer buffers (BatchNorm's batch count): the current value
+            torch._foreach_copy_(averaged, current)
+            return
+        weight = (1.0 / (1.0 + span * n.to(averaged[0].dtype))).clamp(min=1.0 - decay)
+        torch._foreach_lerp_(averaged, current, weight)
+
+    return update
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (or the model itself)."""
     return getattr(model, "module", model)
@@ -272,7 +293,7 @@ class ModelTraining:
         self.stopper = EarlyStopping(cfg.patience)
         # The weight average (EMA per step) lives beside the trained model; with DDP every rank
         # holds the same parameters after each step, so every rank holds the same average.
-        self.average = (AveragedModel(unwrap(self.model), multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        self.average = (AveragedModel(unwrap(self.model), multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
                         if cfg.ema_decay > 0 else None)
         self.history: list[dict] = []
         self.epoch = 0  # the next epoch to train

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from tagging.config import load_config
-from tagging.training import ModelTraining, WorkerInputs, fit_in_process, mixed_precision, training_batches, worker_inputs
+from tagging.training import (ModelTraining, WorkerInputs, ema_with_warmup, fit_in_process, mixed_precision, training_batches,
+                               worker_inputs)
 from tagging.vocab import CharVocab
 
 
@@ -96,6 +97,31 @@ def test_weight_average_is_validated_and_kept_while_training_runs_unchanged(inpu
     assert best == max(range(3), key=lambda e: (averaged.history[e]["val_f1"], -e))
     # early stopping keeps the average of its best epoch, and that is the model training returns
     assert all(torch.equal(v, snapshots[best][k]) for k, v in averaged.best_model().state_dict().items())
+
+
+def _averaged_ramp(update, steps: int) -> float:
+    """The average of a one-weight model whose weight is 0, 1, ..., steps after each step."""
+    from torch.optim.swa_utils import AveragedModel
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    average = AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+    for t in range(steps + 1):
+        with torch.no_grad():
+            model.weight.fill_(float(t))
+        average.update_parameters(model)
+    return average.module.weight.item()
+
+
+def test_weight_average_of_a_short_run_follows_its_last_quarter_and_of_a_long_run_is_the_plain_ema():
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    # 40 steps, far fewer than 0.998's horizon (~500): a plain EMA is still near the first weights
+    # (1.6); the warmed-up one stays within the last quarter of the run (on a ramp it lags 8 steps)
+    assert _averaged_ramp(get_ema_multi_avg_fn(0.998), 40) < 2
+    assert 40 - 0.25 * 40 <= _averaged_ramp(ema_with_warmup(0.998), 40) <= 40 - 6
+    # past ~2,000 steps it is the plain EMA (lag 1 / (1 - decay) - 1 = 499 steps)
+    assert _averaged_ramp(ema_with_warmup(0.998), 5000) == pytest.approx(_averaged_ramp(get_ema_multi_avg_fn(0.998), 5000), abs=0.5)
+    assert _averaged_ramp(ema_with_warmup(0.998), 5000) == pytest.approx(5000 - 499, abs=1)
 
 
 def test_early_stopping_ends_training_and_the_best_weights_come_back(inputs):
