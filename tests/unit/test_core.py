@@ -39,6 +39,17 @@ def test_normalize(raw, expected):
     assert normalize(raw) == expected
 
 
+def test_normalize_collapses_every_whitespace_the_regex_did():
+    # artifacts trained before normalize used str.split() collapsed runs of regex \s: the same set
+    import re
+    import sys
+
+    spaces = "".join(chr(c) for c in range(sys.maxunicode + 1) if re.fullmatch(r"\s", chr(c)))
+    assert len(spaces) == 29 and all(c.isspace() for c in spaces)
+    raw = spaces + "x" + spaces + "y\u200bz" + spaces  # zero-width space is not whitespace to either
+    assert normalize(raw, lowercase=False) == re.sub(r"\s+", " ", raw).strip() == "x y\u200bz"
+
+
 def test_stopwords_shipped_and_used():
     assert "the" in stopwords() and len(stopwords()) > 100
     assert normalize("The model, and the data!", remove_stopwords=True) == "model data"
