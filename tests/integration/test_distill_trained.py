@@ -26,7 +26,7 @@ import conftest_score as cs
 MARGIN = 0.04
 CONFIG = {"model.num_filters": 24, "model.filter_widths": [1, 2, 3, 4], "model.embedding_dim": 24, "model.hidden_dim": 32,
           "model.ensemble": 2, "max_epochs": 6, "data.min_tag_freq": 5, "distill.concat_pool": 4, "workers": 2, "cpus_per_worker": 0.5,
-          "ema_decay": 0.0, "distill.student_ema_decay": 0.9}
+          "distill.student_ema_decay": 0.9}
 
 
 def _f1_as_training_does(model, prepared, vocab, max_length, seed):
