@@ -147,7 +147,7 @@ class TrainConfig:
     It remembers about 1 / (1 - decay) steps (0.998: ~500, ~10 epochs of the real data), and at
     most a quarter of the run's planned steps (tagging.training.average_decay): a short run's
     average is never mostly its first weights. 0.998: +0.005 test F1 for the ensemble on the real
-    data, but -0.021 on the behavioral tier's 10-epoch generated run, so not the default."""
+    data, but -0.013 on the behavioral tier's 10-epoch generated runs, so not the default."""
     lr_schedule: Literal["cosine", "plateau"] = "cosine"
     """'cosine': linear warm-up over the first tenth of max_epochs, then cosine decay to zero at
     max_epochs, stepped per epoch; 'plateau': ReduceLROnPlateau on validation F1."""
