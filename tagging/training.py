@@ -321,13 +321,13 @@ class ModelTraining:
         train_s = time.perf_counter() - t0
         if self.after_training:
             self.after_training(epoch)
-        evaluated = self.evaluated_model
-        p_val = predict_texts(evaluated, val_texts, self.inputs.vocab, cfg.model.max_length, device=self.device)
-        threshold = fit_global_threshold(y_val, p_val)
-        val_f1 = weighted_f1(y_val, p_val >= threshold)
-        eps = 1e-7
-        val_loss = float(-np.mean(y_val * np.log(p_val + eps) + (1 - y_val) * np.log(1 - p_val + eps)))
-        stop = self.stopper.update(val_f1, epoch, evaluated)
+        # With a weight average, validation scores both it and the trained weights and keeps the
+        # better (the average first on a tie): the validation split decides whether averaging helps.
+        candidates = [self.average.module, unwrap(self.model)] if self.average is not None else [unwrap(self.model)]
+        scored = [self.validate(m, val_texts, y_val) for m in candidates]
+        kept = max(range(len(scored)), key=lambda i: (scored[i][0], -i))
+        val_f1, threshold, val_loss = scored[kept]
+        stop = self.stopper.update(val_f1, epoch, candidates[kept])
         if world > 1:
             flag, total = (torch.tensor([v], dtype=torch.int64, device=self.device) for v in (int(stop), seen))
             dist.broadcast(flag, src=0)  # rank 0 decides, everyone follows
@@ -335,15 +335,19 @@ class ModelTraining:
             stop, seen = bool(flag.item()), int(total.item())
         step_scheduler(self.scheduler, val_f1)
         record = {"epoch": epoch, "train_loss": float(loss), "val_loss": val_loss, "val_f1": val_f1, "val_threshold": threshold,
+                  **({"val_f1_average": scored[0][0], "val_f1_trained": scored[1][0]} if len(scored) > 1 else {}),
                   "lr": lr, "train_seconds": train_s, "samples_per_s": seen / max(train_s, 1e-9), "best_epoch": self.stopper.best_epoch}
         self.history.append(record)
         self.epoch, self.stopped = epoch + 1, stop
         return record
 
-    @property
-    def evaluated_model(self) -> nn.Module:
-        """What validation scores and early stopping keeps: the weight average when there is one."""
-        return self.average.module if self.average is not None else unwrap(self.model)
+    def validate(self, model: nn.Module, val_texts: Sequence[str], y_val: np.ndarray) -> tuple[float, float, float]:
+        """Weighted F1 at the best global threshold, that threshold and the mean BCE on validation."""
+        p_val = predict_texts(model, val_texts, self.inputs.vocab, self.cfg.model.max_length, device=self.device)
+        threshold = fit_global_threshold(y_val, p_val)
+        eps = 1e-7
+        val_loss = float(-np.mean(y_val * np.log(p_val + eps) + (1 - y_val) * np.log(1 - p_val + eps)))
+        return weighted_f1(y_val, p_val >= threshold), threshold, val_loss
 
     def state(self) -> dict:
         """A checkpoint of tensors and plain containers only: loads with ``torch.load(weights_only=True)``."""

@@ -81,22 +81,35 @@ def test_checkpoint_loads_weights_only_and_resumes_as_if_never_stopped(inputs, e
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)  # the weight average resumed too
 
 
-def test_weight_average_is_validated_and_kept_while_training_runs_unchanged(inputs):
+def test_weight_average_and_trained_weights_are_both_validated_and_the_better_is_kept(inputs):
     plain = ModelTraining(replace(inputs, config=replace(inputs.config, ema_decay=0.0)))
     averaged = ModelTraining(replace(inputs, config=replace(inputs.config, ema_decay=0.9)))
     snapshots = []
     for _ in range(3):
         a, b = plain.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12]), averaged.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12])
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)  # the average does not steer training
-        assert a["val_loss"] != pytest.approx(b["val_loss"], rel=1e-6)  # but it is what validation scores
-        snapshots.append({k: v.clone() for k, v in averaged.average.module.state_dict().items()})
+        assert b["val_f1_trained"] == pytest.approx(a["val_f1"])  # the trained weights are validated as without it
+        assert b["val_f1_average"] == averaged.validate(averaged.average.module, TEXTS[:12], Y[:12])[0]
+        assert b["val_f1"] == max(b["val_f1_average"], b["val_f1_trained"])  # the better is kept (the average on a tie)
+        kept = averaged.average.module if b["val_f1_average"] >= b["val_f1_trained"] else averaged.model
+        snapshots.append({k: v.clone() for k, v in kept.state_dict().items()})
     trained = plain.model.state_dict()
     assert all(torch.allclose(v, averaged.model.state_dict()[k]) for k, v in trained.items())
-    assert not all(torch.allclose(v, snapshots[-1][k]) for k, v in trained.items())
+    assert not all(torch.allclose(v, averaged.average.module.state_dict()[k]) for k, v in trained.items())
     best = averaged.stopper.best_epoch
     assert best == max(range(3), key=lambda e: (averaged.history[e]["val_f1"], -e))
-    # early stopping keeps the average of its best epoch, and that is the model training returns
+    # early stopping keeps the better of the two at its best epoch, and that is the model training returns
     assert all(torch.equal(v, snapshots[best][k]) for k, v in averaged.best_model().state_dict().items())
+
+
+def test_the_trained_weights_are_kept_when_the_average_validates_worse(inputs):
+    def spoil_the_average(epoch):  # between training and validation: the average now predicts no tag at all
+        run.average.module.fc2.bias.data.fill_(-1e4)
+
+    run = ModelTraining(replace(inputs, config=replace(inputs.config, ema_decay=0.9)), after_training=spoil_the_average)
+    record = run.run_epoch(TEXTS, Y, TEXTS[:12], Y[:12])
+    assert record["val_f1_average"] == 0 < record["val_f1_trained"] == record["val_f1"]
+    assert all(torch.equal(v, run.model.state_dict()[k]) for k, v in run.stopper.best_state.items())
 
 
 def test_weight_average_horizon_is_capped_by_the_planned_run(inputs):
