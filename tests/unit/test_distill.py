@@ -87,7 +87,7 @@ def test_concat_pool_is_deterministic_and_labels_the_union():
 def test_student_config_is_one_member_with_the_overrides():
     cfg = load_config(None, {"model.ensemble": 3, "distill.student_num_filters": 32, "distill.student_filter_widths": "1,2,3",
                              "distill.student_max_length": 256, "distill.student_concat_rate": 2.5,
-                             "distill.student_ema_decay": 0.998})
+                             "distill.student_ema_decay": 0.998, "ema_decay": 0.0})
     s = student_config(cfg)
     assert (s.model.ensemble, s.model.num_filters, s.model.filter_widths, s.model.max_length) == (1, 32, (1, 2, 3), 256)
     assert s.concat_rate == 2.5 and cfg.concat_rate == 1.0

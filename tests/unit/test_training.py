@@ -116,7 +116,8 @@ def test_weight_average_horizon_is_capped_by_the_planned_run(inputs):
     # the real data (~820 training rows, concatenations x1, batch 32, 40 epochs: ~2,050 steps): 0.998 as configured
     real = load_config(None, {"ema_decay": 0.998})
     assert average_decay(real, 820) == 0.998
-    assert average_decay(replace(real, ema_decay=0.0), 820) == 0.0 == load_config(None, {}).ema_decay  # off by default
+    assert average_decay(replace(real, ema_decay=0.0), 820) == 0.0
+    assert load_config(None, {}).ema_decay == 0.998  # on by default
     # this file's run (48 rows, batch 8, x2 with concatenations, 4 epochs: 48 steps): a 12-step horizon
     cfg = replace(inputs.config, ema_decay=0.998)
     assert average_decay(cfg, len(TEXTS)) == pytest.approx(1 - 1 / 12)
@@ -124,7 +125,7 @@ def test_weight_average_horizon_is_capped_by_the_planned_run(inputs):
     assert average_decay(cfg, len(TEXTS)) ** 48 < 0.02
     run = ModelTraining(replace(inputs, config=cfg))
     assert run.average_decay == pytest.approx(1 - 1 / 12) and run.average is not None
-    assert ModelTraining(inputs).average is None
+    assert ModelTraining(replace(inputs, config=replace(inputs.config, ema_decay=0.0))).average is None
     assert average_decay(cfg, 1) == 0.0  # a horizon under one step: the average is the current weights
 
 
