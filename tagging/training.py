@@ -325,7 +325,7 @@ class ModelTraining:
         # better (the average first on a tie): the validation split decides whether averaging helps.
         candidates = [self.average.module, unwrap(self.model)] if self.average is not None else [unwrap(self.model)]
         scored = [self.validate(m, val_texts, y_val) for m in candidates]
-        kept = max(range(len(scored)), key=lambda i: (scored[i][0], -i))
+        kept = 1 if len(scored) > 1 and scored[1][0] > scored[0][0] else 0
         val_f1, threshold, val_loss = scored[kept]
         stop = self.stopper.update(val_f1, epoch, candidates[kept])
         if world > 1:
