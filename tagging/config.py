@@ -116,6 +116,11 @@ class DistillConfig:
     """Concatenations per training row and epoch the student draws from the pool (0..8; None = concat_rate)."""
     student_ema_decay: float | None = None
     """The student's weight average (ema_decay of the student alone; None = the teacher's ema_decay)."""
+    student_init: Literal["random", "teacher"] = "random"
+    """The student's first weights: 'random' (seeded, as any model), or 'teacher': a pruned copy of
+    the teacher's member 0 (its embedding rows of the student's characters, its convolutions of the
+    student's widths, their first student_num_filters filters, the matching FC inputs, the output
+    layer); needs the teacher's embedding_dim, hidden_dim and batch_norm, and widths among the teacher's."""
 
     def __post_init__(self) -> None:
         _coerce_fields(self)

@@ -25,7 +25,9 @@ import torch
 from torch import nn
 
 from tagging.augment import concat_pairs
-from tagging.config import TrainConfig
+from tagging.config import ConfigError, ModelConfig, TrainConfig
+from tagging.model import CharCNN
+from tagging.vocab import CharVocab
 
 EPS = 1e-6
 
@@ -41,6 +43,51 @@ def student_config(cfg: TrainConfig) -> TrainConfig:
     rate = cfg.concat_rate if d.student_concat_rate is None else d.student_concat_rate
     ema = cfg.ema_decay if d.student_ema_decay is None else d.student_ema_decay
     return dataclasses.replace(cfg, model=model, concat_rate=rate, ema_decay=ema)
+
+
+def check_student_init(teacher: ModelConfig, student: ModelConfig) -> None:
+    """Refuse (naming ``distill.student_init``) a student that cannot start as a pruned copy of a
+    teacher member: different embedding, hidden layer or normalization, more filters, or a width
+    the teacher lacks."""
+    problems = [f"{name} {getattr(student, name)!r} (the teacher's {getattr(teacher, name)!r})"
+                for name in ("embedding_dim", "hidden_dim", "batch_norm") if getattr(student, name) != getattr(teacher, name)]
+    if student.num_filters > teacher.num_filters:
+        problems.append(f"num_filters {student.num_filters} (more than the teacher's {teacher.num_filters})")
+    missing = sorted(set(student.filter_widths) - set(teacher.filter_widths))
+    if missing:
+        problems.append(f"filter widths {missing} (not among the teacher's {list(teacher.filter_widths)})")
+    if problems:
+        raise ConfigError("distill.student_init: 'teacher' needs a student cut from the teacher's architecture; "
+                          "the student has " + "; ".join(problems))
+
+
+def pruned_state(teacher: CharCNN, teacher_vocab: CharVocab, student: CharCNN, student_vocab: CharVocab) -> dict:
+    """The student's state dict with the teacher member's weights wherever the student has them:
+    embedding rows by character (PAD and UNK included; a character the teacher never saw keeps the
+    student's own row), each student width's convolution (and batch norm) from the teacher's
+    convolution of that width, its first ``num_filters`` filters, the FC input columns of those
+    filters, the hidden and output layers as they are. ``check_student_init`` first."""
+    check_student_init(teacher.cfg, student.cfg)
+    state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    t_state = teacher.state_dict()
+    t_rows = {c: i + 2 for i, c in enumerate(teacher_vocab.chars)}
+    rows = [(0, 0), (1, 1)] + [(i + 2, t_rows[c]) for i, c in enumerate(student_vocab.chars) if c in t_rows]
+    s_idx, t_idx = (torch.tensor(x) for x in zip(*rows))
+    state["embedding.weight"][s_idx] = t_state["embedding.weight"][t_idx]
+    nf, t_nf = student.cfg.num_filters, teacher.cfg.num_filters
+    columns = []
+    for j, w in enumerate(student.cfg.filter_widths):
+        i = list(teacher.cfg.filter_widths).index(w)
+        for part in ("convs", "norms"):
+            for name, value in t_state.items():
+                if name.startswith(f"{part}.{i}."):
+                    key = f"{part}.{j}." + name.split(".", 2)[2]
+                    state[key] = value[:nf].clone() if value.dim() > 0 else value.clone()
+        columns.append(torch.arange(i * t_nf, i * t_nf + nf))
+    state["fc1.weight"] = t_state["fc1.weight"][:, torch.cat(columns)].clone()
+    for name in ("fc1.bias", "fc2.weight", "fc2.bias"):
+        state[name] = t_state[name].clone()
+    return state
 
 
 def pack(hard: np.ndarray, soft: np.ndarray, has_hard: np.ndarray, in_pool: np.ndarray) -> np.ndarray:

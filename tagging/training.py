@@ -65,6 +65,9 @@ class WorkerInputs:
     """A distillation student: training targets are ``tagging.distill.pack``ed (hard labels, the
     teacher's soft targets, masks), the loss is ``DistillLoss`` and concatenations come from the
     teacher-scored pool instead of being made on the fly."""
+    initial_state: dict | None = None
+    """The model's first weights (a state dict), in place of the seeded random ones: a student
+    started from its teacher (``distill.student_init``, ``tagging.distill.pruned_state``)."""
 
     @property
     def num_labels(self) -> int:
@@ -277,6 +280,8 @@ class ModelTraining:
         self.inputs, self.device = inputs, torch.device(device)
         torch.manual_seed(cfg.seed)
         model = CharCNN(inputs.vocab.size, inputs.num_labels, cfg.model)
+        if inputs.initial_state is not None:
+            model.load_state_dict(inputs.initial_state)
         self.model = wrap(model) if wrap else model.to(self.device)
         self.loss_fn = make_loss(np.asarray(inputs.label_counts), inputs.n_train, cfg.imbalance)
         if inputs.student:

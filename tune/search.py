@@ -33,13 +33,16 @@ logger = logging.getLogger(__name__)
 SEARCHES = ("random", "optuna")
 
 STUDENT_ROWS_KEYS = ("distill.concat_pool", "distill.unlabeled", "distill.teacher_linear")
+# what a student started from the teacher (distill.student_init 'teacher') keeps as the teacher has it
+STUDENT_INIT_KEPT = ("model.embedding_dim", "model.hidden_dim", "model.batch_norm")
 RESULT_COLUMNS = ["trial", "val_f1", "epochs", "seconds", "parameters", "docs_per_s_fp32", "docs_per_s_int8", "stopped_early",
                   "base", "params"]
 
 
-def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str, student_rows=None) -> None:
+def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str, student_rows=None, teacher=None) -> None:
     """One Tune trial = one Ray Train run (reported to Tune by TuneReportCallback). With
-    ``student_rows`` (the teacher-scored rows of tagging.dist.distill) the trial trains a student."""
+    ``student_rows`` (the teacher-scored rows of tagging.dist.distill) the trial trains a student;
+    ``teacher`` (its member 0 and vocabulary) is where a student with distill.student_init 'teacher' starts."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -48,7 +51,9 @@ def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str,
 
     _, inputs, datasets, _ = training_inputs(from_dict(merge(base, params)), prepared)
     if student_rows is not None:
-        inputs, datasets = replace(inputs, student=True), {**datasets, "train": student_rows}
+        from tagging.dist.distill import student_start
+
+        inputs, datasets = student_start(replace(inputs, student=True), *teacher), {**datasets, "train": student_rows}
     name = f"{experiment}-{tune.get_context().get_trial_id()}"
     trainer = build_trainer(replace(inputs, run_dir=os.path.join(storage, name)), datasets, name, storage, callbacks=[TuneReportCallback()])
     trainer.fit()
@@ -187,6 +192,11 @@ def run_tune(
     fixed_by_teacher = sorted(k for k in space if k in STUDENT_ROWS_KEYS) if teacher else []
     if fixed_by_teacher:
         raise ValueError(f"with --teacher the teacher scores the student rows once: {', '.join(fixed_by_teacher)} cannot be searched")
+    init = space.get("distill.student_init", {}).get("fixed", base_dict.get("distill", {}).get("student_init"))
+    kept = sorted(k for k in STUDENT_INIT_KEPT if k in space and "fixed" not in space[k]) if teacher and init == "teacher" else []
+    if kept:
+        raise ValueError(f"with distill.student_init 'teacher' a student keeps the teacher's {', '.join(kept)}: they cannot "
+                         "be searched (fix them to the teacher's, or remove them from the space with null)")
     check_space(space, base_dict)
     outdir = Path(out).absolute()
     if (outdir / "model").exists():
@@ -209,10 +219,10 @@ def run_tune(
         raise ValueError(f"a trial needs {workers_per_trial} x {cpus_per_worker} CPUs; the cluster has {cpus:g}: "
                          "lower --workers-per-trial or --cpus-per-worker")
     prepared = prepare_with_ray(base, data, units=units)
-    student_rows = distillation = None
+    student_rows = distillation = teacher_start = None
     if teacher:
         from tagging.artifact import load_artifact
-        from tagging.dist.distill import check_teacher_data, distillation_record, teacher_dataset
+        from tagging.dist.distill import check_teacher_data, distillation_record, teacher_dataset, teacher_member
         from tagging.distill import LinearTeacher
 
         teacher_art = load_artifact(teacher)
@@ -222,6 +232,7 @@ def run_tune(
             linear = LinearTeacher(base.seed).fit(*prepared.texts_and_targets("train"), *prepared.texts_and_targets("val"), prepared.labels)
         student_rows, counts = teacher_dataset(teacher_art, base, prepared, linear=linear)
         distillation = {"distillation": distillation_record(teacher_art, base, counts)}
+        teacher_start = (teacher_member(teacher_art), teacher_art.vocab)
         logger.info(f"trials are students of {teacher_art.path}: {counts}")
     start = base_point(space, base_dict) if include_base else None
     points = [start] if start else None
@@ -240,7 +251,8 @@ def run_tune(
         logger.info(f"first trial: the base config {start}")
     logger.info(f"{trials} trials of at most {max_epochs} epochs, ASHA grace {grace} epochs")
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, prepared=prepared, base=base_dict, storage=storage, experiment=experiment, student_rows=student_rows),
+        tune.with_parameters(_trial, prepared=prepared, base=base_dict, storage=storage, experiment=experiment, student_rows=student_rows,
+                             teacher=teacher_start),
         {"CPU": 0.01},
     )
     t0 = time.perf_counter()

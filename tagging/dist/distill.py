@@ -25,7 +25,8 @@ import numpy as np
 from tagging.artifact import Artifact, ArtifactError, load_artifact, update_manifest
 from tagging.config import TrainConfig, to_dict
 from tagging.dataset import Prepared
-from tagging.distill import LinearTeacher, blend, concat_pool, pack, student_config
+from tagging.distill import LinearTeacher, blend, check_student_init, concat_pool, pack, pruned_state, student_config
+from tagging.training import WorkerInputs
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,30 @@ def teacher_dataset(teacher: Artifact, cfg: TrainConfig, prepared: Prepared, unl
     return ds, counts
 
 
+def teacher_member(teacher: Artifact):
+    """The teacher's member 0 (a CharCNN, eval mode): where a student with ``distill.student_init``
+    'teacher' starts."""
+    from tagging.model import members
+
+    return members(teacher.load_model())[0]
+
+
+def student_start(inputs: WorkerInputs, member, teacher_vocab) -> WorkerInputs:
+    """``inputs`` with the student's first weights cut from the teacher ``member`` when
+    ``distill.student_init`` is 'teacher' (random weights seeded as usual fill what the teacher
+    lacks); unchanged otherwise."""
+    cfg = inputs.config
+    if cfg.distill.student_init != "teacher":
+        return inputs
+    import torch
+
+    from tagging.model import CharCNN
+
+    torch.manual_seed(cfg.seed)
+    fresh = CharCNN(inputs.vocab.size, inputs.num_labels, cfg.model)
+    return replace(inputs, initial_state=pruned_state(member, teacher_vocab, fresh, inputs.vocab))
+
+
 def distillation_record(teacher: Artifact, cfg: TrainConfig, counts: dict, unlabeled: Sequence[str] = ()) -> dict:
     """The student manifest's ``distillation``: its teacher (identity, size, test metrics), the
     settings and the rows it learned from."""
@@ -177,6 +202,8 @@ def run_distillation(
     if Path(out).exists() and any(Path(out).iterdir()):
         raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
     teacher = load_artifact(teacher_dir)
+    if cfg.distill.student_init == "teacher":
+        check_student_init(teacher.config.model, student_config(cfg).model)
     run_name = run_name or new_run_name("distill")
     storage = os.path.abspath(storage) if "://" not in storage else storage
     units = check_inputs(cfg, data) if prepared is None else None
@@ -193,7 +220,7 @@ def run_distillation(
         check_teacher_data(teacher, prepared)
         scfg = student_config(cfg)
         vocab, inputs, truncated = split_inputs(scfg, prepared)
-        inputs = replace(inputs, student=True)
+        inputs = student_start(replace(inputs, student=True), teacher_member(teacher), teacher.vocab)
         record = {**run_record(scfg, prepared, vocab), "teacher_weights": teacher.manifest["files"]["model.pt"],
                   "unlabeled": sorted(unlabeled)}
         check_resume(storage, run_name, 1, record, log)

@@ -94,6 +94,31 @@ def test_distill_end_to_end_records_its_teacher_and_drops_held_out_texts(distill
     assert student.manifest["onnx"]["parity_max_abs_diff"] <= 1e-5
 
 
+def test_a_student_started_from_the_teacher_holds_its_members_weights(distilled, tmp_path):
+    """distill.student_init=teacher through the CLI and 2 Ray Train workers: at a learning rate that
+    cannot move them, the student's weights are teacher member 0's, cut to the student's widths and
+    filters; a student that is no cut of the teacher is refused before any Ray work."""
+    from tagging.model import members
+
+    teacher = distilled["teacher"]
+    common = ["distill", "--teacher", str(teacher.path), "--data", str(distilled["data"]), "--storage", str(tmp_path / "runs"),
+              "--set", "distill.student_init=teacher", "--set", "distill.student_num_filters=8"]
+    bad = cs.run_cli([*common, "--out", str(tmp_path / "bad"), "--set", "distill.student_filter_widths=1,7"], timeout=120)
+    assert bad.returncode == 1 and "distill.student_init" in bad.stderr and "[7]" in bad.stderr, bad.stderr[-2000:]
+    assert "Started a local Ray instance" not in bad.stderr + bad.stdout
+    proc = cs.run_cli([*common, "--out", str(tmp_path / "student"), "--set", "distill.student_filter_widths=1,3",
+                       "--set", "max_epochs=1", "--set", "learning_rate=1e-12", "--set", "distill.concat_pool=0"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    student = load_artifact(tmp_path / "student")
+    assert student.manifest["distillation"]["settings"]["student_init"] == "teacher"
+    s, t = student.load_model().state_dict(), members(teacher.load_model())[0].state_dict()
+    for j, i in ((0, 0), (1, 2)):  # student widths 1, 3 = the teacher's convolutions 0 and 2
+        np.testing.assert_allclose(s[f"convs.{j}.weight"], t[f"convs.{i}.weight"][:8], atol=1e-6)
+    cols = np.r_[0:8, 48:56]  # the FC inputs of those filters (24 filters a width in the teacher)
+    np.testing.assert_allclose(s["fc1.weight"], t["fc1.weight"][:, cols], atol=1e-6)
+    np.testing.assert_allclose(s["fc2.weight"], t["fc2.weight"], atol=1e-6)
+
+
 def test_the_distillation_run_is_in_mlflow(distilled):
     from mlflow import MlflowClient
 
@@ -146,7 +171,9 @@ def test_tune_searches_students_of_a_fixed_teacher(distilled, tmp_path):
     """`tagging tune --teacher`: the teacher scores the student rows once, every trial is a student."""
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"model.num_filters": {"grid": [8, 16]}, "model.filter_widths": [1, 2, 3], "concat_rate": 1.0,
-                                 "learning_rate": 0.003, "distill.alpha": 0.8}))
+                                 "learning_rate": 0.003, "distill.alpha": 0.8,
+                                 "distill.student_init": "teacher", "model.embedding_dim": 24, "model.hidden_dim": 32,
+                                 "model.batch_norm": False}))
     res = cs.run_cli(["tune", "--teacher", str(distilled["teacher"].path), "--data", str(distilled["data"]), "--out", str(tmp_path / "tune"),
                       "--space", str(space), "--trials", "1", "--max-epochs", "2", "--grace-period", "2", "--no-include-base",
                       "--workers-per-trial", "1", "--cpus-per-worker", "0.5", "--max-concurrent", "1", "--no-measure-cost"],
@@ -156,8 +183,13 @@ def test_tune_searches_students_of_a_fixed_teacher(distilled, tmp_path):
     assert len(board) == 2 and sorted(json.loads(p)["model.num_filters"] for p in board["params"]) == [8, 16]
     art = load_artifact(tmp_path / "tune" / "model")
     assert art.config.model.ensemble == 1 and art.config.model.filter_widths == (1, 2, 3) and art.config.distill.alpha == 0.8
+    assert art.config.distill.student_init == "teacher"  # every trial started from the teacher's member 0, cut to its filters
     assert art.manifest["distillation"]["teacher"]["sha"] == distilled["teacher"].sha
     assert art.splits == distilled["teacher"].splits
+    space.write_text(json.dumps({"distill.student_init": "teacher"}))  # the default space searches the embedding
+    bad = cs.run_cli(["tune", "--teacher", str(distilled["teacher"].path), "--data", str(distilled["data"]), "--out", str(tmp_path / "t3"),
+                      "--space", str(space)], timeout=120)
+    assert bad.returncode == 1 and "keeps the teacher's model.embedding_dim, model.hidden_dim" in bad.stderr, bad.stderr[-2000:]
     space.write_text(json.dumps({"distill.concat_pool": {"grid": [2, 4]}}))
     bad = cs.run_cli(["tune", "--teacher", str(distilled["teacher"].path), "--data", str(distilled["data"]), "--out", str(tmp_path / "t2"),
                       "--space", str(space)], timeout=120)

@@ -149,3 +149,74 @@ def test_the_student_keeps_the_teachers_data_split_and_labels(untrained_artifact
     reseeded = prepare_local([synth_parquet], dataclasses.replace(teacher.config, seed=teacher.config.seed + 1))
     with pytest.raises(ValueError, match="split of --data differs"):
         check_teacher_data(teacher, reseeded)
+
+
+def _cnn(vocab, widths, filters, seed, **model):
+    from tagging.config import ModelConfig
+    from tagging.model import CharCNN
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(embedding_dim=8, num_filters=filters, filter_widths=widths, hidden_dim=6, **model)
+    net = CharCNN(vocab.size, 3, cfg).eval()
+    for p in net.parameters():  # every weight away from its initial value (biases included)
+        p.data.add_(torch.randn_like(p) * 0.1)
+    net.embedding.weight.data[0] = 0  # PAD embeds to zero, as trained
+    return net
+
+
+def test_a_student_cut_from_the_teacher_computes_the_teachers_features_for_its_widths_and_filters():
+    from tagging.distill import pruned_state
+    from tagging.vocab import CharVocab
+
+    t_vocab = CharVocab.fit(["abcdef xyz"])
+    s_vocab = CharVocab(chars=("z", "q", "b", "a", " ", "c"))  # another order, and a character the teacher lacks
+    teacher = _cnn(t_vocab, (1, 2, 3, 5), 4, seed=0, batch_norm=True)
+    with torch.no_grad():  # running statistics unlike a fresh norm's, so copying them matters
+        for n in teacher.norms:
+            n.running_mean.uniform_(-0.2, 0.2)
+            n.running_var.uniform_(0.5, 2.0)
+    student = _cnn(s_vocab, (1, 3), 2, seed=1, batch_norm=True)
+    fresh_q = student.embedding.weight[s_vocab.chars.index("q") + 2].clone()
+    student.load_state_dict(pruned_state(teacher, t_vocab, student, s_vocab))
+    text = ["cab zab", "a"]
+    t_ids, _ = t_vocab.encode(text, 16)
+    s_ids, _ = s_vocab.encode(text, 16)
+    with torch.no_grad():
+        t_feat, s_feat = teacher.conv_features(torch.from_numpy(t_ids)), student.conv_features(torch.from_numpy(s_ids))
+        torch.testing.assert_close(s_feat[0], t_feat[0][:, :2])  # width 1: the teacher's first two filters
+        torch.testing.assert_close(s_feat[1], t_feat[2][:, :2])  # width 3
+        assert not torch.allclose(s_feat[1], t_feat[1][:, :2])  # ... not the teacher's width 2
+        torch.testing.assert_close(student.embedding.weight[s_vocab.chars.index("q") + 2], fresh_q)  # unseen: its own row
+        assert float(student.embedding.weight[0].abs().sum()) == 0.0  # PAD stays zero
+        # the FC layer reads the kept filters' columns: the head of the pruned features equals
+        # the teacher's head with the dropped features at zero
+        h = torch.rand(2, 4)
+        full = torch.zeros(2, 16)
+        full[:, 0:2], full[:, 8:10] = h[:, :2], h[:, 2:]
+        torch.testing.assert_close(student.head(h), teacher.head(full))
+
+
+def test_a_student_the_same_shape_as_the_teacher_starts_as_the_teacher():
+    from tagging.distill import pruned_state
+    from tagging.vocab import CharVocab
+
+    vocab = CharVocab.fit(["hello world"])
+    teacher, student = _cnn(vocab, (2, 3), 3, seed=0), _cnn(vocab, (2, 3), 3, seed=1)
+    ids = torch.from_numpy(vocab.encode(["hello", "low old"], 12)[0])
+    assert not torch.allclose(student(ids), teacher(ids))
+    student.load_state_dict(pruned_state(teacher, vocab, student, vocab))
+    torch.testing.assert_close(student(ids), teacher(ids))
+
+
+@pytest.mark.parametrize("student, message", [
+    (dict(filter_widths=(1, 4)), r"filter widths \[4\]"),
+    (dict(num_filters=8), "num_filters 8"),
+    (dict(embedding_dim=16), "embedding_dim 16"),
+])
+def test_a_student_that_is_no_cut_of_the_teacher_is_refused_naming_the_setting(student, message):
+    from tagging.config import ModelConfig
+    from tagging.distill import check_student_init
+
+    teacher = ModelConfig(embedding_dim=8, num_filters=4, filter_widths=(1, 2, 3))
+    with pytest.raises(ConfigError, match="distill.student_init.*" + message):
+        check_student_init(teacher, dataclasses.replace(teacher, **student))
