@@ -227,6 +227,10 @@ def validate(cfg: TrainConfig) -> None:
         ("distill.student_max_length", (cfg.distill.student_max_length or 1) > 0, "must be > 0"),
         ("distill.student_concat_rate", 0 <= (cfg.distill.student_concat_rate or 0) <= 8, "must be in [0, 8]"),
         ("distill.student_ema_decay", 0 <= (cfg.distill.student_ema_decay or 0) < 1, "must be in [0, 1)"),
+        ("distill.student_init", cfg.distill.student_init == "random" or (
+            set(cfg.distill.student_filter_widths or m.filter_widths) <= set(m.filter_widths)
+            and (cfg.distill.student_num_filters or m.num_filters) <= m.num_filters),
+         "'teacher' needs the student's widths among model.filter_widths and at most model.num_filters filters"),
         ("workers", cfg.workers >= 0, "must be >= 0"),
         ("cpus_per_worker", cfg.cpus_per_worker > 0, "must be > 0"),
         ("batch_size", cfg.workers == 0 or cfg.batch_size >= cfg.workers, "must be >= workers"),

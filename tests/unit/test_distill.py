@@ -104,10 +104,18 @@ def test_student_config_is_one_member_with_the_overrides():
     ("distill.teacher_linear", "high", "distill.teacher_linear: expected a number"),
     ("distill.student_filter_widths", "0,2", "distill.student_filter_widths: must be widths > 0"),
     ("distill.student_ema_decay", "1.0", "distill.student_ema_decay: must be in [0, 1)"),
+    ("distill.student_init", "pretrained", "distill.student_init: expected one of random, teacher"),
 ])
 def test_distill_config_is_checked_naming_the_field(key, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, {key: value})
+
+
+@pytest.mark.parametrize("student", [{"distill.student_filter_widths": "1,11"}, {"distill.student_num_filters": "65"}])
+def test_a_student_started_from_the_teacher_must_be_a_cut_of_the_model_config(student):
+    assert load_config(None, {"distill.student_init": "teacher", "distill.student_filter_widths": "1,10"}).distill.student_init == "teacher"
+    with pytest.raises(ConfigError, match=r"distill.student_init: 'teacher' needs the student's widths among model.filter_widths"):
+        load_config(None, {"distill.student_init": "teacher", **student})
 
 
 def test_linear_teacher_gives_calibrated_probabilities_and_blends():
