@@ -116,11 +116,12 @@ class DistillConfig:
     """Concatenations per training row and epoch the student draws from the pool (0..8; None = concat_rate)."""
     student_ema_decay: float | None = None
     """The student's weight average (ema_decay of the student alone; None = the teacher's ema_decay)."""
-    student_init: Literal["random", "teacher"] = "random"
-    """The student's first weights: 'random' (seeded, as any model), or 'teacher': a pruned copy of
-    the teacher's member 0 (its embedding rows of the student's characters, its convolutions of the
-    student's widths, their first student_num_filters filters, the matching FC inputs, the output
-    layer); needs the teacher's embedding_dim, hidden_dim and batch_norm, and widths among the teacher's."""
+    student_init: Literal["auto", "random", "teacher"] = "auto"
+    """The student's first weights: 'teacher', a pruned copy of the teacher's member 0 (its
+    embedding rows of the student's characters, its convolutions of the student's widths, their
+    first student_num_filters filters, the matching FC inputs, the output layer), which needs the
+    teacher's embedding_dim, hidden_dim and batch_norm and widths among the teacher's; 'random'
+    (seeded, as any model); 'auto': 'teacher' where the student is such a cut, else 'random'."""
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -227,7 +228,7 @@ def validate(cfg: TrainConfig) -> None:
         ("distill.student_max_length", (cfg.distill.student_max_length or 1) > 0, "must be > 0"),
         ("distill.student_concat_rate", 0 <= (cfg.distill.student_concat_rate or 0) <= 8, "must be in [0, 8]"),
         ("distill.student_ema_decay", 0 <= (cfg.distill.student_ema_decay or 0) < 1, "must be in [0, 1)"),
-        ("distill.student_init", cfg.distill.student_init == "random" or (
+        ("distill.student_init", cfg.distill.student_init != "teacher" or (
             set(cfg.distill.student_filter_widths or m.filter_widths) <= set(m.filter_widths)
             and (cfg.distill.student_num_filters or m.num_filters) <= m.num_filters),
          "'teacher' needs the student's widths among model.filter_widths and at most model.num_filters filters"),

@@ -45,10 +45,9 @@ def student_config(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, model=model, concat_rate=rate, ema_decay=ema)
 
 
-def check_student_init(teacher: ModelConfig, student: ModelConfig) -> None:
-    """Refuse (naming ``distill.student_init``) a student that cannot start as a pruned copy of a
-    teacher member: different embedding, hidden layer or normalization, more filters, or a width
-    the teacher lacks."""
+def cut_problems(teacher: ModelConfig, student: ModelConfig) -> list[str]:
+    """What keeps ``student`` from being a cut of ``teacher`` (a pruned copy of a member): a
+    different embedding, hidden layer or normalization, more filters, a width the teacher lacks."""
     problems = [f"{name} {getattr(student, name)!r} (the teacher's {getattr(teacher, name)!r})"
                 for name in ("embedding_dim", "hidden_dim", "batch_norm") if getattr(student, name) != getattr(teacher, name)]
     if student.num_filters > teacher.num_filters:
@@ -56,9 +55,24 @@ def check_student_init(teacher: ModelConfig, student: ModelConfig) -> None:
     missing = sorted(set(student.filter_widths) - set(teacher.filter_widths))
     if missing:
         problems.append(f"filter widths {missing} (not among the teacher's {list(teacher.filter_widths)})")
+    return problems
+
+
+def check_student_init(teacher: ModelConfig, student: ModelConfig) -> None:
+    """Refuse, naming ``distill.student_init``, a student that is no cut of the teacher."""
+    problems = cut_problems(teacher, student)
     if problems:
         raise ConfigError("distill.student_init: 'teacher' needs a student cut from the teacher's architecture; "
                           "the student has " + "; ".join(problems))
+
+
+def starts_from_teacher(setting: str, teacher: ModelConfig, student: ModelConfig) -> bool:
+    """Whether a student starts as a cut of the teacher: 'teacher' (refused if it is no cut),
+    'random' never, 'auto' where it is a cut."""
+    if setting == "teacher":
+        check_student_init(teacher, student)
+        return True
+    return setting == "auto" and not cut_problems(teacher, student)
 
 
 def pruned_state(teacher: CharCNN, teacher_vocab: CharVocab, student: CharCNN, student_vocab: CharVocab) -> dict:

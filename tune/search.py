@@ -34,6 +34,7 @@ SEARCHES = ("random", "optuna")
 
 STUDENT_ROWS_KEYS = ("distill.concat_pool", "distill.unlabeled", "distill.teacher_linear")
 # what a student started from the teacher (distill.student_init 'teacher') keeps as the teacher has it
+# ('auto' starts each trial's student from the teacher where it is a cut, else from random weights)
 STUDENT_INIT_KEPT = ("model.embedding_dim", "model.hidden_dim", "model.batch_norm")
 RESULT_COLUMNS = ["trial", "val_f1", "epochs", "seconds", "parameters", "docs_per_s_fp32", "docs_per_s_int8", "stopped_early",
                   "base", "params"]

@@ -25,7 +25,7 @@ import numpy as np
 from tagging.artifact import Artifact, ArtifactError, load_artifact, update_manifest
 from tagging.config import TrainConfig, to_dict
 from tagging.dataset import Prepared
-from tagging.distill import LinearTeacher, blend, check_student_init, concat_pool, pack, pruned_state, student_config
+from tagging.distill import LinearTeacher, blend, concat_pool, pack, pruned_state, starts_from_teacher, student_config
 from tagging.training import WorkerInputs
 
 logger = logging.getLogger(__name__)
@@ -143,11 +143,11 @@ def teacher_member(teacher: Artifact):
 
 
 def student_start(inputs: WorkerInputs, member, teacher_vocab) -> WorkerInputs:
-    """``inputs`` with the student's first weights cut from the teacher ``member`` when
-    ``distill.student_init`` is 'teacher' (random weights seeded as usual fill what the teacher
-    lacks); unchanged otherwise."""
+    """``inputs`` with the student's first weights cut from the teacher ``member`` where
+    ``distill.student_init`` says so (``starts_from_teacher``; random weights seeded as usual fill
+    what the teacher lacks); unchanged otherwise."""
     cfg = inputs.config
-    if cfg.distill.student_init != "teacher":
+    if not starts_from_teacher(cfg.distill.student_init, member.cfg, cfg.model):
         return inputs
     import torch
 
@@ -202,8 +202,7 @@ def run_distillation(
     if Path(out).exists() and any(Path(out).iterdir()):
         raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
     teacher = load_artifact(teacher_dir)
-    if cfg.distill.student_init == "teacher":
-        check_student_init(teacher.config.model, student_config(cfg).model)
+    from_teacher = starts_from_teacher(cfg.distill.student_init, teacher.config.model, student_config(cfg).model)
     run_name = run_name or new_run_name("distill")
     storage = os.path.abspath(storage) if "://" not in storage else storage
     units = check_inputs(cfg, data) if prepared is None else None
@@ -221,6 +220,8 @@ def run_distillation(
         scfg = student_config(cfg)
         vocab, inputs, truncated = split_inputs(scfg, prepared)
         inputs = student_start(replace(inputs, student=True), teacher_member(teacher), teacher.vocab)
+        log(f"[tagging] the student starts {'as a cut of the teacher member 0' if from_teacher else 'from random weights'} "
+            f"(distill.student_init {cfg.distill.student_init})")
         record = {**run_record(scfg, prepared, vocab), "teacher_weights": teacher.manifest["files"]["model.pt"],
                   "unlabeled": sorted(unlabeled)}
         check_resume(storage, run_name, 1, record, log)
@@ -236,7 +237,8 @@ def run_distillation(
         state = train_member(inputs, datasets, run_name, 0, storage, log, tracked)
         art = finalize_artifact(scfg, prepared, vocab, [state], out, run_name, list(data), truncated,
                                 {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log,
-                                extra={"distillation": distillation_record(teacher, cfg, counts, unlabeled)})
+                                extra={"distillation": {**distillation_record(teacher, cfg, counts, unlabeled),
+                                                        "student_start": "teacher member 0" if from_teacher else "random"}})
         art = update_manifest(with_rejects(art, prepared), {}, tracking_record(tracked))
         track_artifact(tracked, art)
     t = teacher.manifest["metrics"]["overall"]["f1"]

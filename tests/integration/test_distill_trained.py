@@ -86,6 +86,7 @@ def test_distill_end_to_end_records_its_teacher_and_drops_held_out_texts(distill
     assert d["teacher"]["sha"] == teacher.sha and d["teacher"]["members"] == 2
     assert d["teacher"]["weights_sha256"] == teacher.manifest["files"]["model.pt"]
     assert d["settings"]["teacher_linear"] == 0.5 and d["settings"]["alpha"] == 0.5
+    assert d["settings"]["student_init"] == "auto" and d["student_start"] == "teacher member 0"  # the member config is a cut
     n_train = prepared.counts["train"]
     # every held-out row (by id, and by text under a new id) was dropped from the unlabeled texts
     assert d["rows"] == {"train": n_train, "concat_pool": 4 * n_train, "unlabeled_in_data": 0, "unlabeled_extra": 2000}
@@ -111,6 +112,7 @@ def test_a_student_started_from_the_teacher_holds_its_members_weights(distilled,
     assert proc.returncode == 0, proc.stderr[-3000:]
     student = load_artifact(tmp_path / "student")
     assert student.manifest["distillation"]["settings"]["student_init"] == "teacher"
+    assert student.manifest["distillation"]["student_start"] == "teacher member 0"
     s, t = student.load_model().state_dict(), members(teacher.load_model())[0].state_dict()
     for j, i in ((0, 0), (1, 2)):  # student widths 1, 3 = the teacher's convolutions 0 and 2
         np.testing.assert_allclose(s[f"convs.{j}.weight"], t[f"convs.{i}.weight"][:8], atol=1e-6)

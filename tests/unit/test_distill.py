@@ -104,7 +104,7 @@ def test_student_config_is_one_member_with_the_overrides():
     ("distill.teacher_linear", "high", "distill.teacher_linear: expected a number"),
     ("distill.student_filter_widths", "0,2", "distill.student_filter_widths: must be widths > 0"),
     ("distill.student_ema_decay", "1.0", "distill.student_ema_decay: must be in [0, 1)"),
-    ("distill.student_init", "pretrained", "distill.student_init: expected one of random, teacher"),
+    ("distill.student_init", "pretrained", "distill.student_init: expected one of auto, random, teacher"),
 ])
 def test_distill_config_is_checked_naming_the_field(key, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -228,3 +228,16 @@ def test_a_student_that_is_no_cut_of_the_teacher_is_refused_naming_the_setting(s
     teacher = ModelConfig(embedding_dim=8, num_filters=4, filter_widths=(1, 2, 3))
     with pytest.raises(ConfigError, match="distill.student_init.*" + message):
         check_student_init(teacher, dataclasses.replace(teacher, **student))
+
+
+def test_auto_starts_from_the_teacher_only_where_the_student_is_a_cut():
+    from tagging.config import ModelConfig
+    from tagging.distill import starts_from_teacher
+
+    teacher = ModelConfig(embedding_dim=8, num_filters=4, filter_widths=(1, 2, 3))
+    cut, other = dataclasses.replace(teacher, filter_widths=(1, 3)), dataclasses.replace(teacher, embedding_dim=4)
+    assert starts_from_teacher("auto", teacher, cut) and starts_from_teacher("auto", teacher, teacher)
+    assert not starts_from_teacher("auto", teacher, other)
+    assert not starts_from_teacher("random", teacher, cut) and starts_from_teacher("teacher", teacher, cut)
+    with pytest.raises(ConfigError, match="distill.student_init.*embedding_dim 4"):
+        starts_from_teacher("teacher", teacher, other)
