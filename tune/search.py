@@ -53,8 +53,12 @@ def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str,
     _, inputs, datasets, _ = training_inputs(from_dict(merge(base, params)), prepared)
     if student_rows is not None:
         from tagging.dist.distill import student_start
+        from tagging.distill import starts_from_teacher
 
-        inputs, datasets = student_start(replace(inputs, student=True), *teacher), {**datasets, "train": student_rows}
+        inputs, datasets = replace(inputs, student=True), {**datasets, "train": student_rows}
+        member, vocab = teacher
+        if starts_from_teacher(inputs.config.distill.student_init, member.cfg, inputs.config.model):
+            inputs = student_start(inputs, member, vocab)
     name = f"{experiment}-{tune.get_context().get_trial_id()}"
     trainer = build_trainer(replace(inputs, run_dir=os.path.join(storage, name)), datasets, name, storage, callbacks=[TuneReportCallback()])
     trainer.fit()

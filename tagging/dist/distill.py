@@ -143,16 +143,14 @@ def teacher_member(teacher: Artifact):
 
 
 def student_start(inputs: WorkerInputs, member, teacher_vocab) -> WorkerInputs:
-    """``inputs`` with the student's first weights cut from the teacher ``member`` where
-    ``distill.student_init`` says so (``starts_from_teacher``; random weights seeded as usual fill
-    what the teacher lacks); unchanged otherwise."""
-    cfg = inputs.config
-    if not starts_from_teacher(cfg.distill.student_init, member.cfg, cfg.model):
-        return inputs
+    """``inputs`` with the student's first weights cut from the teacher ``member``
+    (``tagging.distill.pruned_state``; random weights seeded as usual fill what the teacher lacks).
+    Callers decide with ``starts_from_teacher``."""
     import torch
 
     from tagging.model import CharCNN
 
+    cfg = inputs.config
     torch.manual_seed(cfg.seed)
     fresh = CharCNN(inputs.vocab.size, inputs.num_labels, cfg.model)
     return replace(inputs, initial_state=pruned_state(member, teacher_vocab, fresh, inputs.vocab))
@@ -219,7 +217,9 @@ def run_distillation(
         check_teacher_data(teacher, prepared)
         scfg = student_config(cfg)
         vocab, inputs, truncated = split_inputs(scfg, prepared)
-        inputs = student_start(replace(inputs, student=True), teacher_member(teacher), teacher.vocab)
+        inputs = replace(inputs, student=True)
+        if from_teacher:  # the teacher's weights are loaded only then
+            inputs = student_start(inputs, teacher_member(teacher), teacher.vocab)
         log(f"[tagging] the student starts {'as a cut of the teacher member 0' if from_teacher else 'from random weights'} "
             f"(distill.student_init {cfg.distill.student_init})")
         record = {**run_record(scfg, prepared, vocab), "teacher_weights": teacher.manifest["files"]["model.pt"],
