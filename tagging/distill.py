@@ -75,12 +75,34 @@ def starts_from_teacher(setting: str, teacher: ModelConfig, student: ModelConfig
     return setting == "auto" and not cut_problems(teacher, student)
 
 
-def pruned_state(teacher: CharCNN, teacher_vocab: CharVocab, student: CharCNN, student_vocab: CharVocab) -> dict:
+def filter_ranking(teacher: CharCNN, vocab: CharVocab, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """int64 [widths, filters]: each width's filters of the teacher member, most useful first.
+
+    A filter's use is its mean pooled activation over ``texts`` times the L2 norm of its FC input
+    column: how much it moves the hidden layer on such texts (activation-based pruning). Ties keep
+    the filter order, so the ranking is deterministic."""
+    if not texts:
+        raise ValueError("filter_ranking needs texts")
+    teacher = teacher.eval()
+    total = torch.zeros(teacher.cfg.num_filters * len(teacher.cfg.filter_widths), dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            ids, _ = vocab.encode(list(texts[start:start + batch_size]), teacher.cfg.max_length)
+            total += teacher.pool(teacher.conv_features(torch.from_numpy(ids))).double().sum(0)
+        use = total / len(texts) * teacher.fc1.weight.double().norm(dim=0)
+    use = use.reshape(len(teacher.cfg.filter_widths), teacher.cfg.num_filters)
+    return torch.stack([torch.from_numpy(np.argsort(-row.numpy(), kind="stable")) for row in use])
+
+
+def pruned_state(teacher: CharCNN, teacher_vocab: CharVocab, student: CharCNN, student_vocab: CharVocab,
+                 ranking: torch.Tensor | None = None) -> dict:
     """The student's state dict with the teacher member's weights wherever the student has them:
     embedding rows by character (PAD and UNK included; a character the teacher never saw keeps the
     student's own row), each student width's convolution (and batch norm) from the teacher's
-    convolution of that width, its first ``num_filters`` filters, the FC input columns of those
-    filters, the hidden and output layers as they are. ``check_student_init`` first."""
+    convolution of that width, ``num_filters`` of its filters, the FC input columns of those
+    filters, the hidden and output layers as they are. The filters kept are each width's first
+    ``num_filters`` in ``ranking`` (``filter_ranking``), in the teacher's order; without a ranking,
+    the first ones. ``check_student_init`` first."""
     check_student_init(teacher.cfg, student.cfg)
     state = {k: v.detach().clone() for k, v in student.state_dict().items()}
     t_state = teacher.state_dict()
@@ -92,12 +114,13 @@ def pruned_state(teacher: CharCNN, teacher_vocab: CharVocab, student: CharCNN, s
     columns = []
     for j, w in enumerate(student.cfg.filter_widths):
         i = list(teacher.cfg.filter_widths).index(w)
+        kept = torch.arange(nf) if ranking is None else ranking[i][:nf].sort().values
         for part in ("convs", "norms"):
             for name, value in t_state.items():
                 if name.startswith(f"{part}.{i}."):
                     key = f"{part}.{j}." + name.split(".", 2)[2]
-                    state[key] = value[:nf].clone() if value.dim() > 0 else value.clone()
-        columns.append(torch.arange(i * t_nf, i * t_nf + nf))
+                    state[key] = value[kept].clone() if value.dim() > 0 else value.clone()
+        columns.append(i * t_nf + kept)
     state["fc1.weight"] = t_state["fc1.weight"][:, torch.cat(columns)].clone()
     for name in ("fc1.bias", "fc2.weight", "fc2.bias"):
         state[name] = t_state[name].clone()

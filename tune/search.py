@@ -58,7 +58,7 @@ def _trial(params: dict, *, prepared, base: dict, storage: str, experiment: str,
         inputs, datasets = replace(inputs, student=True), {**datasets, "train": student_rows}
         member, vocab = teacher
         if starts_from_teacher(inputs.config.distill.student_init, member.cfg, inputs.config.model):
-            inputs = student_start(inputs, member, vocab)
+            inputs = student_start(inputs, member, vocab, prepared.texts_and_targets("train")[0])
     name = f"{experiment}-{tune.get_context().get_trial_id()}"
     trainer = build_trainer(replace(inputs, run_dir=os.path.join(storage, name)), datasets, name, storage, callbacks=[TuneReportCallback()])
     trainer.fit()

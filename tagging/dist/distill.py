@@ -25,7 +25,8 @@ import numpy as np
 from tagging.artifact import Artifact, ArtifactError, load_artifact, update_manifest
 from tagging.config import TrainConfig, to_dict
 from tagging.dataset import Prepared
-from tagging.distill import LinearTeacher, blend, concat_pool, pack, pruned_state, starts_from_teacher, student_config
+from tagging.distill import (LinearTeacher, blend, concat_pool, filter_ranking, pack, pruned_state, starts_from_teacher,
+                             student_config)
 from tagging.training import WorkerInputs
 
 logger = logging.getLogger(__name__)
@@ -142,10 +143,11 @@ def teacher_member(teacher: Artifact):
     return members(teacher.load_model())[0]
 
 
-def student_start(inputs: WorkerInputs, member, teacher_vocab) -> WorkerInputs:
+def student_start(inputs: WorkerInputs, member, teacher_vocab, texts: Sequence[str]) -> WorkerInputs:
     """``inputs`` with the student's first weights cut from the teacher ``member``
     (``tagging.distill.pruned_state``; random weights seeded as usual fill what the teacher lacks).
-    Callers decide with ``starts_from_teacher``."""
+    A student with fewer filters keeps each width's most useful ones on ``texts`` (the training
+    split's; ``tagging.distill.filter_ranking``). Callers decide with ``starts_from_teacher``."""
     import torch
 
     from tagging.model import CharCNN
@@ -153,7 +155,8 @@ def student_start(inputs: WorkerInputs, member, teacher_vocab) -> WorkerInputs:
     cfg = inputs.config
     torch.manual_seed(cfg.seed)
     fresh = CharCNN(inputs.vocab.size, inputs.num_labels, cfg.model)
-    return replace(inputs, initial_state=pruned_state(member, teacher_vocab, fresh, inputs.vocab))
+    ranking = filter_ranking(member, teacher_vocab, texts) if cfg.model.num_filters < member.cfg.num_filters else None
+    return replace(inputs, initial_state=pruned_state(member, teacher_vocab, fresh, inputs.vocab, ranking))
 
 
 def distillation_record(teacher: Artifact, cfg: TrainConfig, counts: dict, unlabeled: Sequence[str] = ()) -> dict:
@@ -219,7 +222,7 @@ def run_distillation(
         vocab, inputs, truncated = split_inputs(scfg, prepared)
         inputs = replace(inputs, student=True)
         if from_teacher:  # the teacher's weights are loaded only then
-            inputs = student_start(inputs, teacher_member(teacher), teacher.vocab)
+            inputs = student_start(inputs, teacher_member(teacher), teacher.vocab, prepared.texts_and_targets("train")[0])
         log(f"[tagging] the student starts {'as a cut of the teacher member 0' if from_teacher else 'from random weights'} "
             f"(distill.student_init {cfg.distill.student_init})")
         record = {**run_record(scfg, prepared, vocab), "teacher_weights": teacher.manifest["files"]["model.pt"],

@@ -216,6 +216,27 @@ def test_a_student_the_same_shape_as_the_teacher_starts_as_the_teacher():
     torch.testing.assert_close(student(ids), teacher(ids))
 
 
+def test_a_ranked_cut_keeps_the_filters_the_hidden_layer_uses_and_computes_the_teachers_scores():
+    from tagging.distill import filter_ranking, pruned_state
+    from tagging.vocab import CharVocab
+
+    vocab = CharVocab.fit(["hello world"])
+    teacher = _cnn(vocab, (1, 3), 4, seed=0)
+    with torch.no_grad():  # filters 0 and 2 of width 1 and 1 and 2 of width 3 reach nothing
+        for col in (0, 2, 4 + 1, 4 + 2):
+            teacher.fc1.weight[:, col] = 0
+    texts = ["hello", "low old", "world", "he"]
+    ranking = filter_ranking(teacher, vocab, texts)
+    assert ranking.shape == (2, 4)
+    assert sorted(ranking[0, :2].tolist()) == [1, 3] and sorted(ranking[1, :2].tolist()) == [0, 3]
+    student = _cnn(vocab, (1, 3), 2, seed=1)
+    ids = torch.from_numpy(vocab.encode(texts, 12)[0])
+    student.load_state_dict(pruned_state(teacher, vocab, student, vocab))  # unranked: the first two filters
+    assert not torch.allclose(student(ids), teacher(ids))
+    student.load_state_dict(pruned_state(teacher, vocab, student, vocab, ranking))
+    torch.testing.assert_close(student(ids), teacher(ids))  # what it dropped never reached the scores
+
+
 @pytest.mark.parametrize("student, message", [
     (dict(filter_widths=(1, 4)), r"filter widths \[4\]"),
     (dict(num_filters=8), "num_filters 8"),
