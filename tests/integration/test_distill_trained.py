@@ -196,3 +196,31 @@ def test_tune_searches_students_of_a_fixed_teacher(distilled, tmp_path):
     bad = cs.run_cli(["tune", "--teacher", str(distilled["teacher"].path), "--data", str(distilled["data"]), "--out", str(tmp_path / "t2"),
                       "--space", str(space)], timeout=120)
     assert bad.returncode == 1 and "distill.concat_pool cannot be searched" in bad.stderr, bad.stderr[-2000:]
+
+
+def test_train_with_distillation_ships_the_student_and_keeps_the_teacher_inside(tmp_path):
+    """`tagging train` with distill.enabled: the ensemble trains, a student with fewer filters and
+    widths (a ranked cut of member 0) is distilled from it, and the student ships with the teacher
+    kept at STUDENT/teacher, both artifacts intact (checksums), on one split."""
+    from tagging.synth import generate_corpus, write_corpus
+
+    data = tmp_path / "labeled.parquet"
+    write_corpus(generate_corpus(240, seed=3), str(data))
+    sets = {**CONFIG, "max_epochs": 2, "distill.enabled": True, "distill.concat_pool": 1, "distill.student_num_filters": 16,
+            "distill.student_filter_widths": [1, 3]}
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "model"), "--run-name", "kd", "--storage", str(tmp_path / "runs")]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={','.join(map(str, value)) if isinstance(value, list) else str(value).lower()}"]
+    proc = cs.run_cli(args, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    student, teacher = load_artifact(tmp_path / "model"), load_artifact(tmp_path / "model" / "teacher")
+    assert out["artifact"] == str(student.path) and out["teacher"] == str(teacher.path)
+    assert out["teacher_test"] == teacher.manifest["metrics"]["overall"] == student.manifest["distillation"]["teacher"]["test_metrics"]
+    d = student.manifest["distillation"]
+    assert d["teacher"]["path"] == "teacher" and d["teacher"]["sha"] == teacher.sha and d["teacher"]["members"] == 2
+    assert d["student_start"] == "teacher member 0"
+    assert (student.config.model.ensemble, student.config.model.num_filters, student.config.model.filter_widths) == (1, 16, (1, 3))
+    assert teacher.config.model.ensemble == 2 and teacher.model_version == "kd"
+    assert student.splits == teacher.splits
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labeled.parquet", "model", "runs"]  # no teacher left beside it
