@@ -6,6 +6,8 @@ Layout::
                       max length, thresholds, metrics, sha256 of every other file
     model.pt          state dict (load with weights_only=True)
     model.onnx        dynamo export, dynamic batch and length
+    model.unpadded.onnx  the same model for batches without padding (no PAD mask; what the
+                      batch scorer runs on exact-length batches: tagging.export.export_unpadded)
     vocab.json labels.json thresholds.json metrics.json splits.json history.json
 
 Everything that evaluates or scores loads through ``load_artifact``, which verifies every
@@ -127,6 +129,15 @@ class Artifact:
                 f"{info['fp32_f1']:.4f} (allowed drop {info['max_drop']})"
             )
         return self.path / info["file"]
+
+    def unpadded_variant(self, precision: str) -> Path | None:
+        """The ``unpadded`` graph of ``onnx_variant(precision)`` (tagging.export.export_unpadded:
+        the same scores on batches without padding, cheaper), or None where the artifact has none
+        (written before it existed, or int8 quantized before it)."""
+        self.onnx_variant(precision)  # refuses what onnx_variant refuses
+        entry = self.manifest["onnx"] if precision == "fp32" else self.manifest["int8"]
+        name = entry.get("unpadded", {}).get("file")
+        return self.path / name if name else None
 
     def load_model(self):
         import torch
@@ -252,7 +263,7 @@ def save_artifact(
     """Write the artifact to a staging directory, export + check ONNX, then publish atomically."""
     import torch
 
-    from tagging.export import check_parity, export_onnx
+    from tagging.export import POOL_BLOCK, UNPADDED_FILE, check_parity, export_onnx, export_unpadded
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -265,6 +276,8 @@ def save_artifact(
         model.eval()
         export_onnx(model, stage / "model.onnx")
         parity = check_parity(model, stage / "model.onnx", parity_texts, vocab, config.model.max_length)
+        export_unpadded(model, stage / UNPADDED_FILE)
+        parity_unpadded = check_parity(model, stage / UNPADDED_FILE, parity_texts, vocab, config.model.max_length, unpadded=True)
         _write_json(stage / "vocab.json", vocab.to_json())
         _write_json(stage / "labels.json", list(labels.labels))
         _write_json(stage / "thresholds.json", {"global": global_threshold, "per_class": dict(zip(labels.labels, map(float, thresholds)))})
@@ -286,7 +299,8 @@ def save_artifact(
             "thresholds": [float(t) for t in thresholds],
             "global_threshold": float(global_threshold),
             "metrics": metrics,
-            "onnx": {"file": "model.onnx", "opset": 20, "input": "ids", "output": "logits", "parity_max_abs_diff": parity},
+            "onnx": {"file": "model.onnx", "opset": 20, "input": "ids", "output": "logits", "parity_max_abs_diff": parity,
+                     "unpadded": {"file": UNPADDED_FILE, "pool_block": POOL_BLOCK, "parity_max_abs_diff": parity_unpadded}},
             "files": files,
             **(extra or {}),
         }
@@ -312,6 +326,21 @@ def update_manifest(art: Artifact, new_files: dict[str, Path], updates: dict) ->
     _write_json(tmp, manifest)
     os.replace(tmp, art.path / MANIFEST)
     return load_artifact(art.path)
+
+
+def add_unpadded_graph(art: Artifact, parity_texts: Sequence[str]) -> Artifact:
+    """An artifact written before the unpadded graph existed, with it added from its model.pt
+    (parity-checked on ``parity_texts`` as a new artifact's is): `tagging quantize` does this."""
+    from tagging.export import POOL_BLOCK, UNPADDED_FILE, check_parity, export_unpadded
+
+    model = art.load_model().eval()
+    with tempfile.TemporaryDirectory(dir=art.path) as tmp:
+        path = Path(tmp) / UNPADDED_FILE
+        export_unpadded(model, path)
+        parity = check_parity(model, path, parity_texts, art.vocab, art.max_length, unpadded=True)
+        shutil.move(str(path), art.path / UNPADDED_FILE)
+    entry = {"file": UNPADDED_FILE, "pool_block": POOL_BLOCK, "parity_max_abs_diff": parity}
+    return update_manifest(art, {UNPADDED_FILE: art.path / UNPADDED_FILE}, {"onnx": {**art.manifest["onnx"], "unpadded": entry}})
 
 
 def load_artifact(path: str | Path) -> Artifact:

@@ -38,6 +38,14 @@ def bucket_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator 
     return batches
 
 
+def exact_length_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Split row positions into batches of rows of one length each (at most ``batch_size``),
+    shortest first, ties by position: batches without padding, for an ``unpadded`` model."""
+    order = np.argsort(lengths, kind="stable")
+    cuts = np.flatnonzero(np.diff(lengths[order])) + 1
+    return [part[i : i + batch_size] for part in np.split(order, cuts) for i in range(0, len(part), batch_size)]
+
+
 def encode_batch(texts: Sequence[str], vocab: CharVocab, max_length: int, multiple: int = SHAPE_MULTIPLE) -> torch.Tensor:
     """int64 [len(texts), width] ids, width the longest text (at most ``max_length``) rounded up to ``multiple``."""
     ids, _ = vocab.encode(texts, max_length)

@@ -34,6 +34,7 @@ class CharCNN(nn.Module):
         self.fc1 = nn.Linear(features, cfg.hidden_dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc2 = nn.Linear(cfg.hidden_dim, num_labels)
+        self.masked = True  # False only in ``unpadded`` copies
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: int64 [batch, length], 0 = PAD -> logits: float [batch, num_labels]."""
@@ -50,7 +51,7 @@ class CharCNN(nn.Module):
             z = F.relu(norm(conv(F.pad(x, pad))))  # [B, F, L], >= 0
             # ReLU outputs are >= 0, so zeroing padded positions never changes the max of a
             # non-empty text: the pool sees only the text's own positions.
-            out.append(z * mask.to(z.dtype))
+            out.append(z * mask.to(z.dtype) if self.masked else z)
         return out
 
     @staticmethod
@@ -109,6 +110,19 @@ def assemble(vocab_size: int, num_labels: int, cfg: ModelConfig, best_states: li
 def members(model: nn.Module) -> list[CharCNN]:
     """The CharCNNs inside ``model`` (itself, for a single model)."""
     return list(model.members) if isinstance(model, EnsembleCNN) else [model]
+
+
+def unpadded(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` for batches without padding (every text exactly as long as the batch,
+    none empty): it skips the PAD mask before the pool, which such batches do not need, so it
+    gives ``model``'s scores on them (not on padded batches) from a cheaper ONNX graph
+    (tagging.export.export_unpadded, run by tagging.onnx_scoring on exact-length batches)."""
+    import copy
+
+    out = copy.deepcopy(model).eval()
+    for member in members(out):
+        member.masked = False
+    return out
 
 
 def count_parameters(model: nn.Module) -> int:

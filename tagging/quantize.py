@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 INT8_FILE = "model.int8.onnx"
+UNPADDED_INT8_FILE = "model.unpadded.int8.onnx"
 CALIBRATION_FILE = "int8_calibration.jsonl"
 # Every op ONNX Runtime can quantize, not only Conv/Gemm: the float Relu, mask Mul and ReduceMax
 # between quantized convs cost as much as the convs themselves. Measured single-thread on this
@@ -37,12 +38,16 @@ OPS: tuple[str, ...] | None = None
 logger = logging.getLogger(__name__)
 
 
-def calibration_batches(vocab, texts: Sequence[str], max_length: int, batch_size: int = 64) -> list[np.ndarray]:
-    """Encoded texts, int64 [batch, length] per length bucket: what calibration runs the model on."""
-    from tagging.batching import bucket_order
+def calibration_batches(vocab, texts: Sequence[str], max_length: int, batch_size: int = 64,
+                        unpadded: bool = False) -> list[np.ndarray]:
+    """Encoded texts, int64 [batch, length] per length bucket (``unpadded``: per exact length, no
+    empty text): what calibration runs the model on, batched as scoring will batch it."""
+    from tagging.batching import bucket_order, exact_length_order
 
-    lengths = np.array([len(t) for t in texts])
-    return [vocab.encode([texts[i] for i in idx], max_length)[0] for idx in bucket_order(lengths, batch_size, None)]
+    texts = [t for t in texts if t] if unpadded else list(texts)
+    lengths = np.array([min(len(t), max_length) for t in texts], dtype=np.int64)
+    batches = exact_length_order(lengths, batch_size) if unpadded else bucket_order(lengths, batch_size, None)
+    return [vocab.encode([texts[i] for i in idx], max_length)[0] for idx in batches]
 
 
 def quantize_model(fp32_path: Path, out_path: Path, batches: Sequence[np.ndarray]) -> None:
@@ -84,7 +89,7 @@ def quantize_model(fp32_path: Path, out_path: Path, batches: Sequence[np.ndarray
 def quantize_artifact(model_dir: str, data: Sequence[str], calibration_rows: int = 512, max_drop: float = 0.01,
                       seed: int = 0) -> dict:
     """Produce, gate and store the int8 model; returns the manifest's ``int8`` entry."""
-    from tagging.artifact import load_artifact, update_manifest
+    from tagging.artifact import add_unpadded_graph, load_artifact, update_manifest
     from tagging.metrics import weighted_f1
     from tagging.onnx_scoring import OnnxScorer
     from tagging.thresholds import apply_thresholds
@@ -96,14 +101,25 @@ def quantize_artifact(model_dir: str, data: Sequence[str], calibration_rows: int
     pick = np.sort(rng.choice(len(train.ids), size=min(calibration_rows, len(train.ids)), replace=False))
     calib = [train.texts[i] for i in pick]
     t0 = time.time()
+    if art.unpadded_variant("fp32") is None:  # an artifact from before the unpadded graph
+        art = add_unpadded_graph(art, val.texts)
+    unpadded_fp32 = art.unpadded_variant("fp32")
     with tempfile.TemporaryDirectory(dir=art.path) as tmp:
-        q = Path(tmp) / INT8_FILE
+        q, qu = Path(tmp) / INT8_FILE, Path(tmp) / UNPADDED_INT8_FILE
         quantize_model(art.onnx_path, q, calibration_batches(art.vocab, calib, art.max_length))
         fp32 = OnnxScorer(art, "fp32", threads=1).probs(val.texts)
         int8 = OnnxScorer(art, "int8", threads=1, model_path=q).probs(val.texts)
         f1_fp32 = weighted_f1(val.y, apply_thresholds(fp32, art.thresholds))
         f1_int8 = weighted_f1(val.y, apply_thresholds(int8, art.thresholds))
         accepted = bool(f1_fp32 - f1_int8 <= max_drop)
+        unpadded = {}
+        if unpadded_fp32:  # the graph scoring runs on exact-length batches, gated the same way
+            quantize_model(unpadded_fp32, qu, calibration_batches(art.vocab, calib, art.max_length, unpadded=True))
+            fast = OnnxScorer(art, "int8", threads=1, model_path=q, unpadded_path=qu).probs(val.texts)
+            f1_fast = weighted_f1(val.y, apply_thresholds(fast, art.thresholds))
+            accepted = accepted and bool(f1_fp32 - f1_fast <= max_drop)
+            unpadded = {"unpadded": {"file": UNPADDED_INT8_FILE, "f1": round(float(f1_fast), 6),
+                                     "max_abs_prob_diff": round(float(np.abs(fp32 - fast).max()), 6)}}
         cal = Path(tmp) / CALIBRATION_FILE
         cal.write_text("".join(json.dumps({"text": t}) + "\n" for t in calib), encoding="utf-8")
         entry = {
@@ -112,12 +128,14 @@ def quantize_artifact(model_dir: str, data: Sequence[str], calibration_rows: int
             "uint8 activations, MinMax calibration", "ops": list(OPS) if OPS else "all supported",
             "calibration_file": CALIBRATION_FILE,
             "calibration_rows": len(calib), "validation_rows": len(val.ids),
-            "max_abs_prob_diff": round(float(np.abs(fp32 - int8).max()), 6),
+            "max_abs_prob_diff": round(float(np.abs(fp32 - int8).max()), 6), **unpadded,
         }
-        shutil.move(str(q), art.path / INT8_FILE)
-        shutil.move(str(cal), art.path / CALIBRATION_FILE)
-    update_manifest(art, {INT8_FILE: art.path / INT8_FILE, CALIBRATION_FILE: art.path / CALIBRATION_FILE}, {"int8": entry})
-    logger.info("int8 %s: validation weighted F1 %.4f vs fp32 %.4f (allowed drop %s); %d validation rows, "
-                "%d calibration rows, %.1fs", "accepted" if accepted else "REFUSED", f1_int8, f1_fp32, max_drop,
+        files = [INT8_FILE, CALIBRATION_FILE] + ([UNPADDED_INT8_FILE] if unpadded else [])
+        for name in files:
+            shutil.move(str(Path(tmp) / name), art.path / name)
+    update_manifest(art, {name: art.path / name for name in files}, {"int8": entry})
+    logger.info("int8 %s: validation weighted F1 %.4f%s vs fp32 %.4f (allowed drop %s); %d validation rows, "
+                "%d calibration rows, %.1fs", "accepted" if accepted else "REFUSED", f1_int8,
+                f" (unpadded graph {unpadded['unpadded']['f1']:.4f})" if unpadded else "", f1_fp32, max_drop,
                 len(val.ids), len(calib), time.time() - t0)
     return entry
