@@ -82,7 +82,7 @@ def distill(
 ) -> None:
     """Distill a teacher (ensemble) into one char-CNN: teacher scores by Ray Data + ONNX Runtime, the student by Ray Train.
 
-    The student's config is the teacher's, with one member and the distill.* settings (student_num_filters,
+    The student's config is the teacher's, with one member and the distill.* settings (student_num_filters, student_max_width,
     student_filter_widths, student_max_length, student_ema_decay, concat_pool, unlabeled) from --student-config and --set.
     --data must be the teacher's training data: the student keeps the teacher's split.
     """

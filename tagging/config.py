@@ -90,9 +90,10 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DistillConfig:
-    enabled: bool = False
+    enabled: bool = True
     """With model.ensemble > 1, `tagging train` trains the ensemble (the teacher), then one student on
-    its soft targets, and ships the student (the teacher is kept in ARTIFACT/teacher)."""
+    its soft targets, and ships the student (the teacher is kept in ARTIFACT/teacher); false ships
+    the ensemble."""
     temperature: float = 1.0
     """Softening of the teacher's and the student's logits in the soft loss (> 0; T^2 rescales it)."""
     alpha: float = 0.5
@@ -103,13 +104,16 @@ class DistillConfig:
     student draws student_concat_rate x training rows of them (in place of concatenations made on the fly)."""
     unlabeled: bool = True
     """Also learn the teacher's scores on the input rows without a tag in the label space."""
-    teacher_linear: float = 0.0
+    teacher_linear: float = 0.3
     """Weight (0..1) of a TF-IDF + LinearSVC (fit on train, calibrated on validation) in the teacher's
     probabilities; 0 = the char-CNN ensemble alone."""
     student_num_filters: int | None = None
     """The student's filters per width (None = the teacher's model.num_filters)."""
     student_filter_widths: tuple[int, ...] | None = None
-    """The student's convolution widths (None = the teacher's model.filter_widths)."""
+    """The student's convolution widths (None = the teacher's model.filter_widths up to student_max_width)."""
+    student_max_width: int | None = 8
+    """Without student_filter_widths, the student keeps the teacher's widths up to this one (None =
+    all of them): the default student is widths 1-8 of the default member's 1-10."""
     student_max_length: int | None = None
     """The student's max_length in characters (None = the teacher's model.max_length)."""
     student_concat_rate: float | None = None
@@ -119,9 +123,10 @@ class DistillConfig:
     student_init: Literal["auto", "random", "teacher"] = "auto"
     """The student's first weights: 'teacher', a pruned copy of the teacher's member 0 (its
     embedding rows of the student's characters, its convolutions of the student's widths, their
-    first student_num_filters filters, the matching FC inputs, the output layer), which needs the
+    student_num_filters of their filters, the matching FC inputs, the output layer), which needs the
     teacher's embedding_dim, hidden_dim and batch_norm and widths among the teacher's; 'random'
-    (seeded, as any model); 'auto': 'teacher' where the student is such a cut, else 'random'."""
+    (seeded, as any model); 'auto': 'teacher' where the student is such a cut, else 'random'.
+    A student with fewer filters keeps each width's most useful ones on the training texts."""
 
     def __post_init__(self) -> None:
         _coerce_fields(self)
@@ -195,6 +200,15 @@ class TrainConfig:
         validate(self)
 
 
+def student_widths(cfg: TrainConfig) -> tuple[int, ...]:
+    """A distillation student's convolution widths: distill.student_filter_widths, else the
+    teacher's model.filter_widths up to distill.student_max_width."""
+    d, widths = cfg.distill, cfg.model.filter_widths
+    if d.student_filter_widths:
+        return tuple(d.student_filter_widths)
+    return tuple(w for w in widths if d.student_max_width is None or w <= d.student_max_width)
+
+
 def validate(cfg: TrainConfig) -> None:
     """Range checks (the types are checked on construction); ConfigError names the field."""
     d, m = cfg.data, cfg.model
@@ -225,11 +239,13 @@ def validate(cfg: TrainConfig) -> None:
         ("distill.teacher_linear", 0 <= cfg.distill.teacher_linear <= 1, "must be in [0, 1]"),
         ("distill.student_num_filters", (cfg.distill.student_num_filters or 1) > 0, "must be > 0"),
         ("distill.student_filter_widths", all(w > 0 for w in cfg.distill.student_filter_widths or (1,)), "must be widths > 0"),
+        ("distill.student_max_width", bool(student_widths(cfg)),
+         f"leaves none of model.filter_widths {list(m.filter_widths)}: raise it, or set distill.student_filter_widths"),
         ("distill.student_max_length", (cfg.distill.student_max_length or 1) > 0, "must be > 0"),
         ("distill.student_concat_rate", 0 <= (cfg.distill.student_concat_rate or 0) <= 8, "must be in [0, 8]"),
         ("distill.student_ema_decay", 0 <= (cfg.distill.student_ema_decay or 0) < 1, "must be in [0, 1)"),
         ("distill.student_init", cfg.distill.student_init != "teacher" or (
-            set(cfg.distill.student_filter_widths or m.filter_widths) <= set(m.filter_widths)
+            set(student_widths(cfg)) <= set(m.filter_widths)
             and (cfg.distill.student_num_filters or m.num_filters) <= m.num_filters),
          "'teacher' needs the student's widths among model.filter_widths and at most model.num_filters filters"),
         ("workers", cfg.workers >= 0, "must be >= 0"),

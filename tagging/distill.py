@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from tagging.augment import concat_pairs
-from tagging.config import ConfigError, ModelConfig, TrainConfig
+from tagging.config import ConfigError, ModelConfig, TrainConfig, student_widths
 from tagging.model import CharCNN
 from tagging.vocab import CharVocab
 
@@ -38,7 +38,7 @@ def student_config(cfg: TrainConfig) -> TrainConfig:
     model = dataclasses.replace(
         cfg.model, ensemble=1,
         num_filters=d.student_num_filters or cfg.model.num_filters,
-        filter_widths=tuple(d.student_filter_widths or cfg.model.filter_widths),
+        filter_widths=student_widths(cfg),
         max_length=d.student_max_length or cfg.model.max_length)
     rate = cfg.concat_rate if d.student_concat_rate is None else d.student_concat_rate
     ema = cfg.ema_decay if d.student_ema_decay is None else d.student_ema_decay

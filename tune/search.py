@@ -187,7 +187,7 @@ def run_tune(
 
         student = student_config(from_dict(base_dict))
         base_dict = to_dict(replace(student, distill=replace(student.distill, student_num_filters=None, student_filter_widths=None,
-                                                             student_max_length=None, student_concat_rate=None,
+                                                             student_max_width=None, student_max_length=None, student_concat_rate=None,
                                                              student_ema_decay=None)))
     from_dict(base_dict)  # the fixed trial settings must make a valid config
     space = load_space(space_path)

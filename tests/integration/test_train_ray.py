@@ -156,7 +156,7 @@ def test_killed_run_resumes_when_rerun_with_the_same_name(tmp_path, synth_parque
     """A 2-member ensemble killed (SIGKILL: driver, local Ray, workers) while its second member
     trains: the rerun keeps member 0's finished run and resumes member 1 from its checkpoint."""
     args = ["--data", synth_parquet, "--out", str(tmp_path / "model"), "--storage", str(tmp_path / "runs"),
-            "--run-name", "resume-me", "--max-epochs", "6", *SMALL, "--ensemble", "2"]
+            "--run-name", "resume-me", "--max-epochs", "6", *SMALL, "--ensemble", "2", "--set", "distill.enabled=false"]
     proc = subprocess.Popen(TAGGING + ["train", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=_env(), start_new_session=True)
     ckpt = tmp_path / "runs" / "resume-me-m1" / "epoch-0001"

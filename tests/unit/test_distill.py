@@ -94,8 +94,13 @@ def test_student_config_is_one_member_with_the_overrides():
     assert s.ema_decay == 0.998 and cfg.ema_decay == 0.0  # the student averages its weights, the members do not
     assert student_config(load_config(None, {"ema_decay": 0.99})).ema_decay == 0.99  # None: the teacher's
     assert s.model.embedding_dim == cfg.model.embedding_dim and s.distill == cfg.distill
-    plain = student_config(load_config())
-    assert dataclasses.replace(plain.model, ensemble=3) == load_config().model
+    plain = student_config(load_config())  # the default student: widths 1-8 of the default member
+    assert dataclasses.replace(plain.model, ensemble=3, filter_widths=tuple(range(1, 11))) == load_config().model
+    assert plain.model.filter_widths == tuple(range(1, 9))
+    same = student_config(load_config(None, {"distill.student_max_width": "none"}))  # every width of the teacher
+    assert dataclasses.replace(same.model, ensemble=3) == load_config().model
+    small = student_config(load_config(None, {"model.filter_widths": "1,3,9"}))  # up to width 8 of the teacher's
+    assert small.model.filter_widths == (1, 3)
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -103,6 +108,7 @@ def test_student_config_is_one_member_with_the_overrides():
     ("distill.temperature", "0", "distill.temperature: must be > 0"),
     ("distill.teacher_linear", "high", "distill.teacher_linear: expected a number"),
     ("distill.student_filter_widths", "0,2", "distill.student_filter_widths: must be widths > 0"),
+    ("distill.student_max_width", "0", "distill.student_max_width: leaves none of model.filter_widths"),
     ("distill.student_ema_decay", "1.0", "distill.student_ema_decay: must be in [0, 1)"),
     ("distill.student_init", "pretrained", "distill.student_init: expected one of auto, random, teacher"),
 ])
