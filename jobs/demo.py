@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     step("1. generate a labeled training set", "synth", "--rows", str(a.train_rows), "--out", str(data), "--seed", "0")
     step("2. generate tonight's untagged texts (1% bad rows of every kind)", "synth", "--rows", str(a.score_rows),
          "--out", str(nightly), "--seed", "1", "--bad-fraction", "0.01")
-    step("3. train with Ray Train (2 DDP workers), export ONNX, write the artifact, track it in MLflow", "train", "--data", str(data),
+    step("3. train the 3-member ensemble with Ray Train (2 DDP workers), distill it into one student, export ONNX, "
+         "write the artifact (the teacher inside it), track it in MLflow", "train", "--data", str(data),
          "--out", str(model), "--storage", str(work / "runs"), "--max-epochs", str(a.max_epochs), "--tracking-uri", tracking)
     step("4. register the artifact in the MLflow model registry as tagging-demo@production", "register", "--model", str(model),
          "--name", "tagging-demo", "--alias", "production", "--tracking-uri", tracking)
