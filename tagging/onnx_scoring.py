@@ -72,8 +72,9 @@ class OnnxScorer:
         return [(idx, self.art.vocab.encode([texts[i] for i in idx], self.art.max_length)[0]) for idx in batches]
 
     def run_ids(self, ids: np.ndarray) -> np.ndarray:
-        """Probabilities float32 [batch, labels] for encoded ids (the unpadded graph where no row is padded)."""
-        fast = self.unpadded is not None and ids.shape[1] > 0 and bool((ids[:, -1] != PAD_ID).all())
+        """Probabilities float32 [batch, labels] for encoded ids: the unpadded graph where no id is
+        PAD (no padding, and no NUL character inside a text, which encodes as PAD), else the masked one."""
+        fast = self.unpadded is not None and ids.shape[1] > 0 and bool((ids != PAD_ID).all())
         return sigmoid((self.unpadded if fast else self.masked).run(["logits"], {"ids": ids})[0])
 
     def probs(self, texts: Sequence[str]) -> np.ndarray:

@@ -60,8 +60,8 @@ def test_the_scorer_runs_the_unpadded_graph_with_the_masked_graphs_scores(untrai
         assert (ids != 0).all()  # no padding anywhere
     np.testing.assert_allclose(fast.probs(texts), masked.probs(texts), atol=1e-5)
     assert fast._masked is None  # the masked graph was never opened
-    with_empty = ["", *texts]
-    np.testing.assert_allclose(fast.probs(with_empty), masked.probs(with_empty), atol=1e-5)  # an empty text: masked graph
+    odd = ["", "nul\x00inside", "nul at the end\x00", *texts]  # empty, or a NUL (encoded as PAD): the masked graph
+    np.testing.assert_allclose(fast.probs(odd), masked.probs(odd), atol=1e-5)
 
 
 @pytest.mark.parametrize("written_before", [False, True])
