@@ -263,7 +263,7 @@ def save_artifact(
     """Write the artifact to a staging directory, export + check ONNX, then publish atomically."""
     import torch
 
-    from tagging.export import POOL_BLOCK, UNPADDED_FILE, check_parity, export_onnx, export_unpadded
+    from tagging.export import check_parity, export_onnx
 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -276,8 +276,7 @@ def save_artifact(
         model.eval()
         export_onnx(model, stage / "model.onnx")
         parity = check_parity(model, stage / "model.onnx", parity_texts, vocab, config.model.max_length)
-        export_unpadded(model, stage / UNPADDED_FILE)
-        parity_unpadded = check_parity(model, stage / UNPADDED_FILE, parity_texts, vocab, config.model.max_length, unpadded=True)
+        unpadded = write_unpadded(model, stage, parity_texts, vocab, config.model.max_length)
         _write_json(stage / "vocab.json", vocab.to_json())
         _write_json(stage / "labels.json", list(labels.labels))
         _write_json(stage / "thresholds.json", {"global": global_threshold, "per_class": dict(zip(labels.labels, map(float, thresholds)))})
@@ -300,7 +299,7 @@ def save_artifact(
             "global_threshold": float(global_threshold),
             "metrics": metrics,
             "onnx": {"file": "model.onnx", "opset": 20, "input": "ids", "output": "logits", "parity_max_abs_diff": parity,
-                     "unpadded": {"file": UNPADDED_FILE, "pool_block": POOL_BLOCK, "parity_max_abs_diff": parity_unpadded}},
+                     "unpadded": unpadded},
             "files": files,
             **(extra or {}),
         }
@@ -328,19 +327,23 @@ def update_manifest(art: Artifact, new_files: dict[str, Path], updates: dict) ->
     return load_artifact(art.path)
 
 
+def write_unpadded(model, folder: Path, parity_texts: Sequence[str], vocab: CharVocab, max_length: int) -> dict:
+    """Export ``model``'s unpadded graph into ``folder`` and check it against ``model`` on unpadded
+    batches; returns the manifest's ``onnx.unpadded`` entry."""
+    from tagging.export import POOL_BLOCK, UNPADDED_FILE, check_parity, export_unpadded
+
+    export_unpadded(model, folder / UNPADDED_FILE)
+    parity = check_parity(model, folder / UNPADDED_FILE, parity_texts, vocab, max_length, unpadded=True)
+    return {"file": UNPADDED_FILE, "pool_block": POOL_BLOCK, "parity_max_abs_diff": parity}
+
+
 def add_unpadded_graph(art: Artifact, parity_texts: Sequence[str]) -> Artifact:
     """An artifact written before the unpadded graph existed, with it added from its model.pt
     (parity-checked on ``parity_texts`` as a new artifact's is): `tagging quantize` does this."""
-    from tagging.export import POOL_BLOCK, UNPADDED_FILE, check_parity, export_unpadded
-
-    model = art.load_model().eval()
     with tempfile.TemporaryDirectory(dir=art.path) as tmp:
-        path = Path(tmp) / UNPADDED_FILE
-        export_unpadded(model, path)
-        parity = check_parity(model, path, parity_texts, art.vocab, art.max_length, unpadded=True)
-        shutil.move(str(path), art.path / UNPADDED_FILE)
-    entry = {"file": UNPADDED_FILE, "pool_block": POOL_BLOCK, "parity_max_abs_diff": parity}
-    return update_manifest(art, {UNPADDED_FILE: art.path / UNPADDED_FILE}, {"onnx": {**art.manifest["onnx"], "unpadded": entry}})
+        entry = write_unpadded(art.load_model().eval(), Path(tmp), parity_texts, art.vocab, art.max_length)
+        shutil.move(str(Path(tmp) / entry["file"]), art.path / entry["file"])
+    return update_manifest(art, {entry["file"]: art.path / entry["file"]}, {"onnx": {**art.manifest["onnx"], "unpadded": entry}})
 
 
 def load_artifact(path: str | Path) -> Artifact:
