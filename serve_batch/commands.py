@@ -28,7 +28,7 @@ def score(
     gpus_per_actor: Annotated[Optional[float], typer.Option(help="GPUs per actor.", show_default="0.25 if the cluster has GPUs")] = None,
     batch_size: Annotated[int, typer.Option(help="Texts per ONNX Runtime call (grouped by length).")] = 64,
     actor_start_timeout: Annotated[Optional[float], typer.Option(help="Seconds to wait for every scoring actor to start before work is handed out (then fail, naming the cause); 0: no wait.", show_default="600 when the inputs hold 1 MiB or more, else no wait")] = None,
-    slice_rows: Annotated[int, typer.Option(help="Records an actor scores and stages at a time (its memory follows this).")] = 4096,
+    slice_rows: Annotated[int, typer.Option(help="Records an actor scores and stages at a time (its memory follows this).")] = 16_384,
     unit_rows: Annotated[int, typer.Option(help="A Parquet row group over this many rows is cut into row ranges of at most this many (resume granularity).")] = 65_536,
     unit_mb: Annotated[float, typer.Option(help="An uncompressed JSON Lines / CSV file over this many MiB is cut into byte ranges of about this size at line boundaries.")] = 4.0,
     min_units: Annotated[int, typer.Option(help="Cut smaller units (down to 4,096 rows / 256 KiB) where the inputs would give fewer than this, so every actor stays busy to the end (0: only --unit-rows / --unit-mb).")] = 64,

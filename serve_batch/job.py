@@ -73,9 +73,10 @@ class ScoreOptions:
     first actor up queues the first items and, with few units, scores them alone); a cluster that
     cannot start them all in time fails with that message. None: 600 s when the inputs hold 1 MiB
     or more, else no wait (a smaller night is scored in about the time an actor takes to start)."""
-    slice_rows: int = 4096
+    slice_rows: int = 16_384
     """Records per staged fragment: an actor reads its unit once and scores and stages this many
-    records at a time (its memory follows this, not the unit)."""
+    records at a time (its memory follows this, not the unit; more records make longer
+    exact-length batches for ONNX Runtime)."""
     unit_rows: int = 65_536
     """A Parquet row group over this many rows is cut into equal row ranges of at most this many
     (the resume granularity: a kill redoes at most this many rows per unit in flight)."""

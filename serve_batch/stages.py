@@ -31,7 +31,7 @@ from serve_batch.pins import changed_since_plan
 from tagging.config import DataConfig
 from tagging.readers import Reject, ReadUnit, read_unit, resolve_filesystem, unit_records
 
-RECORDS_PER_CHUNK = 4096  # records per fragment (bounds an actor's memory; one staged file each)
+RECORDS_PER_CHUNK = 16_384  # records per fragment: bounds an actor's memory; one staged file each
 
 RECEIPT_SCHEMA = pa.schema([
     ("unit", pa.string()),

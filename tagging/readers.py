@@ -30,6 +30,7 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -464,9 +465,16 @@ def iter_records(unit: ReadUnit, columns: Sequence[str] | None = None, csv_delim
         raise InputError(f"{unit.path}: unknown format {unit.fmt}")
 
 
-def _parquet_records(unit: ReadUnit, columns: Sequence[str] | None, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[RawRecord]:
-    """Rows ``start..stop-1`` of the unit's row group, streamed once: batches of ``batch_rows``
-    rows of the wanted columns (rows before ``start`` are decoded and dropped)."""
+def _parquet_records(unit: ReadUnit, columns: Sequence[str] | None) -> Iterator[RawRecord]:
+    for first, batch in _parquet_batches(unit, columns):
+        for i, rec in enumerate(batch.to_pylist(), start=first + 1):
+            yield RawRecord(f"{unit.path}:row {i}", None, rec)
+
+
+def _parquet_batches(unit: ReadUnit, columns: Sequence[str] | None, batch_rows: int = PARQUET_BATCH_ROWS):
+    """(the file's row index of the first row, record batch) of rows ``start..stop-1`` of the
+    unit's row group, streamed once: batches of ``batch_rows`` rows of the wanted columns (rows
+    before ``start`` are decoded and dropped)."""
     with open_file(unit) as f:
         # buffer_size > 0: column chunks are read in 1 MiB pieces, not whole (memory follows the batch)
         pf = pq.ParquetFile(f, buffer_size=1 << 20)
@@ -482,9 +490,7 @@ def _parquet_records(unit: ReadUnit, columns: Sequence[str] | None, batch_rows: 
         for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[unit.part], columns=cols, use_threads=False):
             lo, hi = max(start - seen, 0), min(stop - seen, batch.num_rows)
             if hi > lo:
-                first = offset + seen + lo
-                for i, rec in enumerate(batch.slice(lo, hi - lo).to_pylist()):
-                    yield RawRecord(f"{unit.path}:row {first + i + 1}", None, rec)
+                yield offset + seen + lo, batch.slice(lo, hi - lo)
             seen += batch.num_rows
             if seen >= stop:
                 break
@@ -720,9 +726,9 @@ def _short(rec: dict) -> str:
 # ----------------------------------------------------------------------------- validation
 
 
-@dataclass(frozen=True)
-class Row:
-    """A valid row: ``text`` is normalized; ``tags`` is None when tags were not asked for."""
+class Row(NamedTuple):
+    """A valid row: ``text`` is normalized; ``tags`` is None when tags were not asked for.
+    (A NamedTuple, not a dataclass: a scoring actor makes one per input row.)"""
 
     id: str
     text: str
@@ -731,8 +737,7 @@ class Row:
     length: int  # characters of the normalized text
 
 
-@dataclass(frozen=True)
-class Reject:
+class Reject(NamedTuple):
     id: str | None
     reason: str
     source: str
@@ -740,6 +745,8 @@ class Reject:
 
 
 def _id_string(value: object) -> str | None:
+    if type(value) is str:
+        return value.strip() or None
     if value is None:
         return None
     if isinstance(value, float):
@@ -757,43 +764,54 @@ def validate_record(rec: RawRecord, cfg: DataConfig, need_tags: bool) -> Row | R
     """Check one record; a valid one comes back normalized, a bad one with its reason."""
     if rec.record is None:
         return Reject(None, rec.error or MALFORMED, rec.source, rec.raw_text())
-    r = rec.record
+    return _validate(rec.record, rec.source, cfg, need_tags, rec.raw_text)
+
+
+def _validate(r: dict, source: str, cfg: DataConfig, need_tags: bool, raw_text) -> Row | Reject:
+    """The checks of one parsed record ``r``; ``raw_text()`` is called for a reject only."""
     row_id = _id_string(r.get(cfg.id_column))
     if row_id is None:
-        return Reject(None, MISSING_ID, rec.source, rec.raw_text())
+        return Reject(None, MISSING_ID, source, raw_text())
     if cfg.text_column in r:
-        text = r.get(cfg.text_column)
+        text = r[cfg.text_column]
     elif cfg.title_column in r:
         title, desc = r.get(cfg.title_column), r.get(cfg.description_column)
         if title is not None and not isinstance(title, str) or desc is not None and not isinstance(desc, str):
-            return Reject(row_id, NON_STRING_TEXT, rec.source, rec.raw_text())
+            return Reject(row_id, NON_STRING_TEXT, source, raw_text())
         text = join_fields(title, desc) if (title or desc) else None
     else:
         text = None
     if text is None or (isinstance(text, float) and math.isnan(text)):
-        return Reject(row_id, NULL_TEXT, rec.source, rec.raw_text())
+        return Reject(row_id, NULL_TEXT, source, raw_text())
     if not isinstance(text, str):
-        return Reject(row_id, NON_STRING_TEXT, rec.source, rec.raw_text())
+        return Reject(row_id, NON_STRING_TEXT, source, raw_text())
     if len(text) > cfg.max_text_chars:
-        return Reject(row_id, TEXT_TOO_LONG, rec.source, rec.raw_text())
-    if _has_surrogates(text):
-        return Reject(row_id, INVALID_UTF8, rec.source, rec.raw_text())
+        return Reject(row_id, TEXT_TOO_LONG, source, raw_text())
+    if _SURROGATE_ESCAPES.search(text) is not None:
+        return Reject(row_id, INVALID_UTF8, source, raw_text())
     clean = normalize(text, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords)
     if not clean:
-        return Reject(row_id, EMPTY_TEXT, rec.source, rec.raw_text())
+        return Reject(row_id, EMPTY_TEXT, source, raw_text())
     tags = None
     if need_tags:
         try:
             tags = tuple(parse_tags(r.get(cfg.tags_column), cfg.tags_delimiter))
         except TagParseError as exc:
-            return Reject(row_id, f"{BAD_TAGS}: {exc}", rec.source, rec.raw_text())
-    return Row(row_id, clean, tags, rec.source, len(clean))
+            return Reject(row_id, f"{BAD_TAGS}: {exc}", source, raw_text())
+    return Row(row_id, clean, tags, source, len(clean))
 
 
 def read_unit(unit: ReadUnit, cfg: DataConfig, need_tags: bool) -> Iterator[Row | Reject]:
     """Valid rows and rejects of one unit's records, in file order (duplicate ids are found
-    later, globally)."""
-    for rec in iter_records(unit, needed_columns(cfg, need_tags), cfg.csv_delimiter):
+    later, globally). Parquet records are checked as Arrow gives them, without a RawRecord each."""
+    columns = needed_columns(cfg, need_tags)
+    if unit.fmt == "parquet":
+        for first, batch in _parquet_batches(unit, columns):
+            prefix = f"{unit.path}:row "
+            for i, r in enumerate(batch.to_pylist(), start=first + 1):
+                yield _validate(r, prefix + str(i), cfg, need_tags, lambda r=r: _short(r))
+        return
+    for rec in iter_records(unit, columns, cfg.csv_delimiter):
         yield validate_record(rec, cfg, need_tags)
 
 

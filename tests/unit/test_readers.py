@@ -57,6 +57,35 @@ def test_big_parquet_row_group_is_read_in_ranges_with_only_the_needed_columns(tm
     assert recs[250].source.endswith("big.parquet:row 251")
 
 
+def test_parquet_rows_are_checked_exactly_as_every_other_record(tmp_path, monkeypatch):
+    """read_unit checks Parquet rows straight from Arrow batches; the result (rows, rejects,
+    reasons, sources, raw) equals validate_record on the same files' RawRecords."""
+    from tagging.synth import generate_corpus, write_corpus
+
+    write_corpus(generate_corpus(400, seed=5, bad_fraction=0.3), str(tmp_path / "synth.parquet"))
+    n = 300
+    pq.write_table(pa.table({  # ids as floats (NaN, 3.0), title + description, a description of numbers
+        "id": [float("nan") if i % 11 == 0 else i + 0.5 * (i % 3 == 0) for i in range(n)],
+        "title": [None if i % 7 == 0 else (" " if i % 5 == 0 else f"Title {i}") for i in range(n)],
+        "description": pa.array([None if i % 4 else i for i in range(n)], pa.int64()),
+        "tags": [f"a,b{i % 3}" if i % 9 else "[unclosed" for i in range(n)]}), tmp_path / "numbers.parquet")
+    pq.write_table(pa.table({"id": [f" r{i} " if i % 6 else " " for i in range(n)],
+                             "title": [f"T{i}" if i % 8 else None for i in range(n)],
+                             "description": [None if i % 3 else f"d\x00 {i}" for i in range(n)]}),
+                   tmp_path / "strings.parquet")
+    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 64)
+    units = plan_units([str(tmp_path)], parquet_unit_rows=150)
+    cfg = DataConfig()
+    for need_tags in (False, True):
+        cols = readers.needed_columns(cfg, need_tags)
+        generic = [readers.validate_record(rec, cfg, need_tags) for u in units for rec in iter_records(u, cols)]
+        fast = [r for u in units for r in read_unit(u, cfg, need_tags)]
+        assert fast == generic and len(fast) == 1000
+        reasons = {reason_kind(r.reason) for r in fast if isinstance(r, Reject)}
+        assert {"missing_id", "null_text", "non_string_text", "text_too_long", "empty_text"} <= reasons
+        assert ("unparseable_tags" in reasons) == need_tags
+
+
 def test_min_units_cuts_smaller_units_for_parallelism_within_bounds(tmp_path):
     """A small night or one big file still gives many units (floors: 4,096 rows / 256 KiB; at most 16
     ranges of one row group unless --unit-rows needs more); without min_units the limits alone."""
