@@ -57,4 +57,4 @@ def train_local(data: Sequence[str], out: str, cfg: TrainConfig, model_version: 
     states = [fit_in_process(inputs.member(k), *rows).state() for k in range(cfg.model.ensemble)]
     policy = None if cv_thresholds else {"min_support": cfg.threshold_min_support, "shrink": 0.0, "source": "local: threshold_min_support"}
     return finalize_artifact(cfg, p, vocab, states, out, model_version, list(data), truncated, {"name": model_version, "mode": "local"},
-                             log=logger.info, threshold_policy=policy)
+                             threshold_policy=policy)

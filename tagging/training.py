@@ -412,7 +412,7 @@ def member_run_name(run_name: str, k: int) -> str:
 
 
 def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, states: dict | list[dict], out: str, run_name: str,
-                      inputs: list[str], truncated: dict, run_info: dict, log: Callable[[str], None] = print,
+                      inputs: list[str], truncated: dict, run_info: dict,
                       threshold_policy: dict | None = None, extra: dict | None = None) -> Artifact:
     """Best weights from a checkpoint state -> thresholds on val -> test metrics -> artifact (ONNX checked).
 
@@ -425,7 +425,7 @@ def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, st
     model = assemble(vocab.size, len(prepared.labels), cfg.model, [s["best_state"] for s in stops])
     for k, (state, stop_state) in enumerate(zip(states, stops)):
         member = f"member {k}: " if len(states) > 1 else ""
-        log(f"[tagging] {member}best epoch {stop_state['best_epoch']} (val weighted F1 {stop_state['best_score']:.4f}) of {len(state['history'])} epochs")
+        logger.info(f"{member}best epoch {stop_state['best_epoch']} (val weighted F1 {stop_state['best_score']:.4f}) of {len(state['history'])} epochs")
     (val_texts, y_val), (test_texts, y_test) = prepared.texts_and_targets("val"), prepared.texts_and_targets("test")
     p_val = predict_texts(model, val_texts, vocab, cfg.model.max_length)
     if threshold_policy is None:  # choose the policy by 5-fold CV on validation, as the tune stage does
@@ -438,7 +438,7 @@ def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, st
     metrics["split"] = "test"
     if len(states) > 1:
         metrics["val_f1_ensemble_global"] = weighted_f1(y_val, p_val >= global_t)
-    log(f"[tagging] test weighted F1 {metrics['overall']['f1']:.4f} (per-class thresholds), "
+    logger.info(f"test weighted F1 {metrics['overall']['f1']:.4f} (per-class thresholds), "
         f"{metrics['global_threshold_f1']:.4f} (global {global_t:.2f}); macro F1 {metrics['overall']['macro_f1']:.4f}")
     return save_artifact(
         out, config=cfg, labels=prepared.labels, vocab=vocab, state_dict=model.state_dict(), model=model,

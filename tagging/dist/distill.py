@@ -17,7 +17,7 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -178,7 +178,6 @@ def run_distillation(
     run_name: str | None = None,
     storage: str = "runs",
     address: str | None = None,
-    log: Callable[[str], None] = print,
     prepared: Prepared | None = None,
     fresh: bool = False,
     tracking_uri: str | None = None,
@@ -211,41 +210,41 @@ def run_distillation(
     if unlabeled_units:
         check_columns(unlabeled_units, cfg.data, need_tags=False)
     if fresh:
-        discard_runs(storage, [run_name], log)
+        discard_runs(storage, [run_name])
     with tracked if tracked is not None else start_run("distill", tracking_uri, run_name, resume=not fresh) as tracked:
         tracked.log_params({**to_dict(cfg), "teacher": str(teacher.path), "teacher_sha": teacher.sha, "inputs": list(data),
                             "unlabeled": list(unlabeled)})
         init_ray(address)
-        prepared = prepared if prepared is not None else prepare_with_ray(cfg, data, log, units)
+        prepared = prepared if prepared is not None else prepare_with_ray(cfg, data, units)
         check_teacher_data(teacher, prepared)
         scfg = student_config(cfg)
         vocab, inputs, truncated = split_inputs(scfg, prepared)
         inputs = replace(inputs, student=True)
         if from_teacher:  # the teacher's weights are loaded only then
             inputs = student_start(inputs, teacher_member(teacher), teacher.vocab, prepared.texts_and_targets("train")[0])
-        log(f"[tagging] the student starts {'as a cut of the teacher member 0' if from_teacher else 'from random weights'} "
+        logger.info(f"the student starts {'as a cut of the teacher member 0' if from_teacher else 'from random weights'} "
             f"(distill.student_init {cfg.distill.student_init})")
         record = {**run_record(scfg, prepared, vocab), "teacher_weights": teacher.manifest["files"]["model.pt"],
                   "unlabeled": sorted(unlabeled)}
-        check_resume(storage, run_name, 1, record, log)
+        check_resume(storage, run_name, 1, record)
         linear = None
         if cfg.distill.teacher_linear > 0:
             (tt, yt), (vt, yv) = prepared.texts_and_targets("train"), prepared.texts_and_targets("val")
             linear = LinearTeacher(cfg.seed).fit(tt, yt, vt, yv, prepared.labels)
         t0 = time.perf_counter()
         train_ds, counts = teacher_dataset(teacher, cfg, prepared, unlabeled_units, linear)
-        log(f"[tagging] teacher {teacher.model_version} scored {sum(counts.values())} student rows in "
+        logger.info(f"teacher {teacher.model_version} scored {sum(counts.values())} student rows in "
             f"{time.perf_counter() - t0:.1f} s: {counts}")
         datasets = {"train": train_ds, "val": _with_tensor(prepared.split("val"), prepared.texts_and_targets("val")[1])}
-        state = train_member(inputs, datasets, run_name, 0, storage, log, tracked)
+        state = train_member(inputs, datasets, run_name, 0, storage, tracked)
         art = finalize_artifact(scfg, prepared, vocab, [state], out, run_name, list(data), truncated,
-                                {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log,
+                                {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)},
                                 extra={"distillation": {**distillation_record(teacher, cfg, counts, unlabeled),
                                                         "student_start": "teacher member 0" if from_teacher else "random"}})
         art = update_manifest(with_rejects(art, prepared), {}, tracking_record(tracked))
         track_artifact(tracked, art)
     t = teacher.manifest["metrics"]["overall"]["f1"]
-    log(f"[tagging] student {art.path}: test weighted F1 {art.manifest['metrics']['overall']['f1']:.4f} (teacher {t:.4f})")
+    logger.info(f"student {art.path}: test weighted F1 {art.manifest['metrics']['overall']['f1']:.4f} (teacher {t:.4f})")
     return art
 
 

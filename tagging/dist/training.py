@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import datetime as dt
 import json
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from tagging.dataset import Prepared, prepare, summary_line
 from tagging.readers import check_columns, load_label_inputs, plan_units
 from tagging.training import WorkerInputs, finalize_artifact, member_run_name, split_inputs
 from tagging.vocab import CharVocab
+
+logger = logging.getLogger(__name__)
 
 
 def new_run_name(prefix: str = "train") -> str:
@@ -35,14 +38,14 @@ def check_inputs(cfg: TrainConfig, data: Sequence[str]) -> list:
     return units
 
 
-def prepare_with_ray(cfg: TrainConfig, data: Sequence[str], log: Callable[[str], None] = print, units: list | None = None) -> Prepared:
+def prepare_with_ray(cfg: TrainConfig, data: Sequence[str], units: list | None = None) -> Prepared:
     from tagging.dist.data import collect_training_rows
 
     units = units if units is not None else check_inputs(cfg, data)
     tag_index, fixed = load_label_inputs(cfg.data)
     rows, rejects = collect_training_rows(units, cfg.data)
     prepared = prepare(rows, rejects, cfg.data, cfg.seed, tag_index, fixed)
-    log(f"[tagging] {summary_line(prepared.counts)}")
+    logger.info(f"{summary_line(prepared.counts)}")
     return prepared
 
 
@@ -74,7 +77,6 @@ def run_training(
     run_name: str | None = None,
     storage: str = "runs",
     address: str | None = None,
-    log: Callable[[str], None] = print,
     fresh: bool = False,
     tracking_uri: str | None = None,
 ) -> Artifact:
@@ -102,31 +104,31 @@ def run_training(
     units = check_inputs(cfg, data)
     distill = cfg.distill.enabled and cfg.model.ensemble > 1  # a one-model run has no ensemble to distill
     if fresh:
-        discard_runs(storage, [member_run_name(run_name, k) for k in range(cfg.model.ensemble)] + [f"{run_name}-student"] * distill, log)
+        discard_runs(storage, [member_run_name(run_name, k) for k in range(cfg.model.ensemble)] + [f"{run_name}-student"] * distill)
     with start_run("train", tracking_uri, run_name, resume=not fresh) as tracked:
         tracked.log_params({**to_dict(cfg), "inputs": list(data), "storage": storage})
         init_ray(address)
-        prepared = prepare_with_ray(cfg, data, log, units)
+        prepared = prepare_with_ray(cfg, data, units)
         teacher_out = str(Path(out).parent / f".{Path(out).name}.teacher-{run_name}") if distill else out
         if distill and _finished_teacher(teacher_out, run_name):
-            log(f"[tagging] teacher {teacher_out} of run {run_name} is already trained")
+            logger.info(f"teacher {teacher_out} of run {run_name} is already trained")
         else:
             if distill:
                 shutil.rmtree(teacher_out, ignore_errors=True)  # a teacher cut off while it was written
             vocab, inputs, datasets, truncated = training_inputs(cfg, prepared)
-            log(f"[tagging] labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
-            check_resume(storage, run_name, cfg.model.ensemble, run_record(cfg, prepared, vocab), log)
-            states = [train_member(inputs, datasets, run_name, k, storage, log, tracked) for k in range(cfg.model.ensemble)]
+            logger.info(f"labels {len(prepared.labels)}, vocabulary {vocab.size}, texts over max_length {cfg.model.max_length}: {truncated}")
+            check_resume(storage, run_name, cfg.model.ensemble, run_record(cfg, prepared, vocab))
+            states = [train_member(inputs, datasets, run_name, k, storage, tracked) for k in range(cfg.model.ensemble)]
             art = finalize_artifact(cfg, prepared, vocab, states, teacher_out, run_name, list(data), truncated,
-                                    {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)}, log)
+                                    {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)})
             art = with_rejects(art, prepared)
-            log(f"[tagging] {'teacher ' if distill else ''}artifact {art.path} (model_version {art.model_version}); "
+            logger.info(f"{'teacher ' if distill else ''}artifact {art.path} (model_version {art.model_version}); "
                 f"rejects: {art.path / 'rejects.parquet'}")
         if distill:
             from tagging.dist.distill import keep_teacher, run_distillation
 
             student = run_distillation(cfg, teacher_out, data, out, run_name=f"{run_name}-student", storage=storage, address=address,
-                                       log=log, prepared=prepared, tracked=tracked.child(f"{run_name}-student", {"student": "true"}))
+                                       prepared=prepared, tracked=tracked.child(f"{run_name}-student", {"student": "true"}))
             art = keep_teacher(student, teacher_out)
         art = update_manifest(art, {}, tracking_record(tracked))
         track_artifact(tracked, art)
@@ -175,7 +177,7 @@ def _storage_fs(storage: str):
     return fs, root.rstrip("/")
 
 
-def discard_runs(storage: str, names: Sequence[str], log: Callable[[str], None] = print) -> None:
+def discard_runs(storage: str, names: Sequence[str]) -> None:
     """Delete the Ray Train run folders ``storage/<name>`` that exist (local path or any pyarrow URI)."""
     import pyarrow.fs as pafs
 
@@ -184,7 +186,7 @@ def discard_runs(storage: str, names: Sequence[str], log: Callable[[str], None] 
         path = f"{root}/{name}"
         if fs.get_file_info(path).type == pafs.FileType.Directory:
             fs.delete_dir(path)
-            log(f"[tagging] --fresh: deleted the checkpoints of run {name} in {storage}")
+            logger.info(f"--fresh: deleted the checkpoints of run {name} in {storage}")
 
 
 RUN_RECORD = "tagging_run.json"
@@ -223,7 +225,7 @@ def record_differences(old: dict, new: dict) -> list[str]:
     return out
 
 
-def check_resume(storage: str, run_name: str, members: int, record: dict, log: Callable[[str], None] = print) -> None:
+def check_resume(storage: str, run_name: str, members: int, record: dict) -> None:
     """Before any Ray Train work: a run whose member folders hold checkpoints may resume only with
     the inputs its record names (else RunMismatch, one line); other code only warns. A run without
     checkpoints (re)writes its record."""
@@ -251,11 +253,11 @@ def check_resume(storage: str, run_name: str, members: int, record: dict, log: C
     if diffs:
         raise RunMismatch(f"run {run_name} in {storage} was started with other {'; '.join(diffs)}: resuming it would mix them; {retry}")
     if old.get("code") != record["code"]:
-        log(f"[tagging] warning: run {run_name} was started with other code ({old.get('code')}), resuming it with {record['code']}")
+        logger.warning(f"run {run_name} was started with other code ({old.get('code')}), resuming it with {record['code']}")
 
 
 def train_member(inputs: WorkerInputs, datasets: dict, run_name: str, k: int, storage: str,
-                 log: Callable[[str], None] = print, tracked=None) -> dict:
+                 tracked=None) -> dict:
     """One Ray Train run: ensemble member ``k`` of ``inputs.config`` (seed + k), resumed if its
     run already has checkpoints; returns its final checkpoint state.
 
@@ -265,7 +267,7 @@ def train_member(inputs: WorkerInputs, datasets: dict, run_name: str, k: int, st
 
     cfg, name = inputs.config, member_run_name(run_name, k)
     member = f" (ensemble member {k + 1} of {cfg.model.ensemble}, seed {cfg.seed + k})" if cfg.model.ensemble > 1 else ""
-    log(f"[tagging] run {name}{member}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{name}")
+    logger.info(f"run {name}{member}: {cfg.workers} workers x {cfg.cpus_per_worker} CPU, checkpoints in {storage}/{name}")
     target = None
     if tracked is not None and tracked.active:
         target = tracked.child(f"{run_name}-m{k}", {"member": str(k), "seed": str(cfg.seed + k)}) if cfg.model.ensemble > 1 else tracked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -23,7 +24,7 @@ def _record(**changes) -> dict:
 
 
 def test_a_new_run_writes_its_record(tmp_path):
-    check_resume(str(tmp_path), "run-a", 2, _record(), log=print)
+    check_resume(str(tmp_path), "run-a", 2, _record())
     saved = json.loads((tmp_path / "run-a" / RUN_RECORD).read_text())
     assert saved["data_hash"] == "a" * 64 and saved["config"]["model"]["filter_widths"] == [1, 2] and saved["code"]["git_sha"] == "abc"
 
@@ -50,13 +51,14 @@ def test_a_later_members_checkpoints_count_and_a_missing_record_is_refused(tmp_p
         check_resume(str(tmp_path), "run-a", 2, _record())
 
 
-def test_same_inputs_resume_other_code_or_neutral_settings_only_warn(tmp_path):
+def test_same_inputs_resume_other_code_or_neutral_settings_only_warn(tmp_path, caplog):
     check_resume(str(tmp_path), "run-a", 1, _record())
     (tmp_path / "run-a" / "epoch-0000").mkdir()
-    lines = []
-    check_resume(str(tmp_path), "run-a", 1, _record(config__max_failures=5), log=lines.append)
-    assert lines == []
-    check_resume(str(tmp_path), "run-a", 1, _record(code={"tagging": "0.2.0", "git_sha": "def"}), log=lines.append)
+    caplog.set_level(logging.INFO, logger="tagging")
+    check_resume(str(tmp_path), "run-a", 1, _record(config__max_failures=5))
+    assert caplog.records == []
+    check_resume(str(tmp_path), "run-a", 1, _record(code={"tagging": "0.2.0", "git_sha": "def"}))
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(lines) == 1 and "other code" in lines[0] and "abc" in lines[0] and "def" in lines[0]
 
 
