@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import posixpath
-import sys
 import time
 import uuid
 import warnings
@@ -37,8 +37,10 @@ from serve_batch.lease import open_lease
 from serve_batch.layout import COMMITS, REJECTS, RUN, STAGING, SUCCESS, SUMMARY, OutputLayout, ScoreError, check_date
 from tagging.artifact import code_version
 from tagging.drift import PREVIOUS_NIGHTS, night_drift
-from tagging.readers import InputError, ReadUnit, check_columns, check_readable, plan_units, resolve_filesystem
+from tagging.readers import InputError, ReadUnit, check_columns, check_readable, plan_units
 from tagging.scores import previous_summaries
+
+logger = logging.getLogger(__name__)
 
 RUN_SCHEMA = 1
 GPU_SHARE = 0.25  # default GPUs per scoring actor on a GPU cluster (4 actors per GPU)
@@ -149,10 +151,6 @@ def yesterday() -> str:
     return (dt.date.today() - dt.timedelta(days=1)).isoformat()
 
 
-def _log_stderr(msg: str) -> None:
-    print(f"[score] {msg}", file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------- planning
 
 
@@ -207,8 +205,8 @@ class Committer:
     """Driver side: collect receipts and commit each unit once its records add up exactly."""
 
     def __init__(self, layout: OutputLayout, units: Sequence[ReadUnit], attempt: str, staging: str,
-                 fault: FaultPlan, log: Callable[[str], None], fence: Callable[[], None] = lambda: None) -> None:
-        self.layout, self.attempt, self.staging, self.fault, self.log = layout, attempt, staging, fault, log
+                 fault: FaultPlan, fence: Callable[[], None] = lambda: None) -> None:
+        self.layout, self.attempt, self.staging, self.fault = layout, attempt, staging, fault
         self.fence = fence  # raises unless this run still holds the date's lease
         self.units = {u.name: u for u in units}
         self.progress = {u.name: _Progress() for u in units}
@@ -296,7 +294,7 @@ class Committer:
         self.commit_times.append((time.time(), self.rows))
         done = len(self.committed)
         if done == len(self.units) or done % max(1, len(self.units) // 10) == 0:
-            self.log(f"committed {done}/{len(self.units)} units of this round ({self.rows} rows scored)")
+            logger.info(f"committed {done}/{len(self.units)} units of this round ({self.rows} rows scored)")
 
     def unfinished(self) -> list[ReadUnit]:
         return [self.units[n] for n in self.units if n not in self.committed]
@@ -396,7 +394,7 @@ def _ray_failure(exc: BaseException) -> ScoreError:
 # ----------------------------------------------------------------------------- the run
 
 
-def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> dict:
+def run_score(opts: ScoreOptions) -> dict:
     """Score ``opts.inputs`` into OUTPUT/date=D exactly once; returns the summary.
 
     Status ``complete`` (scored now), ``already_complete`` (a finished date, inputs as planned:
@@ -416,33 +414,33 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
     model_dir, registry = resolve_model(opts.model, opts.tracking_uri) if is_registry_uri(opts.model) else (opts.model, None)
     art = PinnedArtifact.of(load_artifact(os.path.realpath(model_dir)), registry)
     if registry:
-        log(f"model {opts.model} -> {registry['uri']} ({art.path})")
+        logger.info(f"model {opts.model} -> {registry['uri']} ({art.path})")
     if art.unpadded_variant(opts.precision) is None:  # also refuses a missing or gate-failed int8 model now
-        log(f"note: {art.path} has no unpadded {opts.precision} graph (written before it existed): scored with the "
+        logger.info(f"{art.path} has no unpadded {opts.precision} graph (written before it existed): scored with the "
             "masked graph; `tagging quantize` on it adds both unpadded graphs (about 1.3x faster)")
     run_id = f"{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"  # names this run's staging and lease
     layout = OutputLayout(opts.output, opts.date)
     if layout.succeeded() and not opts.overwrite:  # read-only fast path: no lease needed
-        return _finished(layout, opts, log)
+        return _finished(layout, opts)
     if opts.require_upstream_success:
-        pins.wait_for_upstream(opts.inputs, opts.upstream_wait_s, log=log)
+        pins.wait_for_upstream(opts.inputs, opts.upstream_wait_s)
     units = plan(opts.inputs, art.config.data, opts.unit_rows, opts.unit_mb, opts.min_units)
     layout.mkdirs()
     with open_lease(layout, run_id, ttl_s=opts.lease_ttl_s, wait_s=opts.wait_s, enabled=opts.lease) as lease:
         if layout.succeeded() and not opts.overwrite:
             # Another run finished this date while we planned or waited: touch nothing.
-            return _finished(layout, opts, log)
+            return _finished(layout, opts)
         record = run_record(units, art, opts)
         old = layout.read_json(layout.path(RUN))
         if layout.succeeded() or (old is not None and not _same_run(old, record) and opts.overwrite):
-            log(f"--overwrite: removing the previous output of {layout.dir}")
+            logger.info(f"--overwrite: removing the previous output of {layout.dir}")
             layout.clear()
             old = None
         elif old is not None and not _same_run(old, record):
             raise ScoreError(f"{layout.dir} holds an unfinished run with a different model, precision, top-k or inputs; "
                              "rerun it with the same ones, or pass --overwrite to discard it")
         if old is not None and old.get("code") != record["code"]:
-            log(f"warning: {layout.dir} was started with other code ({old.get('code')}); resuming it with {record['code']}")
+            logger.warning(f"{layout.dir} was started with other code ({old.get('code')}); resuming it with {record['code']}")
         if old is None:
             layout.clear()  # leftovers without a run record (an interrupted --overwrite) are not resumable
             layout.write_json(layout.path(RUN), {**record, "created_at": dt.datetime.now(dt.timezone.utc).isoformat()})
@@ -452,7 +450,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         committed = {k: v for k, v in layout.committed().items() if k in names}
         stale = layout.discard_uncommitted(committed)
         pending = [u for u in units if u.name not in committed]
-        log(f"{len(units)} units; {len(committed)} already committed, {len(pending)} to score"
+        logger.info(f"{len(units)} units; {len(committed)} already committed, {len(pending)} to score"
             + (f"; deleted {stale} uncommitted files of an earlier run" if stale else ""))
         rows_this_run = 0
         commit_times: list[tuple[float, int]] = []
@@ -461,7 +459,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         t_ray = time.time()
         if pending:
             sizing = _init(opts)
-            log(f"{sizing[0]} actors x {sizing[1]} CPU ({opts.threads} ONNX Runtime threads)"
+            logger.info(f"{sizing[0]} actors x {sizing[1]} CPU ({opts.threads} ONNX Runtime threads)"
                 + (f" x {sizing[2]} GPU" if sizing[2] else "") + f", {opts.precision}, batch {opts.batch_size}")
             t_ray = time.time()
             for rnd in range(1, opts.max_rounds + 1):
@@ -469,7 +467,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
                 attempts.add(attempt)
                 staging = layout.staging(attempt)
                 layout.mkdirs(staging)
-                committer = Committer(layout, pending, attempt, staging, opts.fault, log, fence=lease.check)
+                committer = Committer(layout, pending, attempt, staging, opts.fault, fence=lease.check)
                 ds = build_dataset(pending, art, opts, layout.uri_of(staging), sizing, record["inputs"])
                 try:
                     for receipts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -489,8 +487,8 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
                 pending = committer.unfinished()
                 if not pending:
                     break
-                log(f"round {rnd}: {len(pending)} units did not add up; rescoring them")
-            log("rows scored per actor: " + ", ".join(f"{n}" for n in sorted(actor_rows.values(), reverse=True)))
+                logger.info(f"round {rnd}: {len(pending)} units did not add up; rescoring them")
+            logger.info("rows scored per actor: " + ", ".join(f"{n}" for n in sorted(actor_rows.values(), reverse=True)))
             if pending:
                 raise ScoreError(f"{len(pending)} units could not be committed after {opts.max_rounds} rounds "
                                  f"(first: {pending[0].path})")
@@ -500,7 +498,7 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         moved = dedup_pass(layout, files, stage=layout.staging(f"dedup-{run_id}"),
                            before_rewrite=lambda: maybe_fault(opts.fault, "dedup"))
         if moved:
-            log(f"moved {moved} later duplicate ids to _rejects")
+            logger.info(f"moved {moved} later duplicate ids to _rejects")
         layout.delete(layout.path(STAGING))
         summary = build_summary(layout, units, committed, art, opts, files)
         finished = time.time()
@@ -528,10 +526,10 @@ def run_score(opts: ScoreOptions, log: Callable[[str], None] = _log_stderr) -> d
         maybe_fault(opts.fault, "summary")
         lease.check()
         layout.write_json(layout.path(SUCCESS), success)
-        log(f"done: {summary['rows_scored']} scored + {summary['rows_rejected']} rejected = {summary['rows_read']} read "
+        logger.info(f"done: {summary['rows_scored']} scored + {summary['rows_rejected']} rejected = {summary['rows_read']} read "
             f"-> {layout.dir}")
         if summary["drift"]["flagged"]:
-            log(f"drift flagged: {', '.join(summary['drift']['flagged'])} (summary.json: drift)")
+            logger.info(f"drift flagged: {', '.join(summary['drift']['flagged'])} (summary.json: drift)")
         log_night(opts.tracking_uri, summary, layout.path(SUMMARY) if layout.local else None)
         return summary
 
@@ -545,17 +543,17 @@ def _check_inputs(opts: ScoreOptions, record: dict, what: str) -> None:
                          + "; rerun with --overwrite to score the inputs as they are now")
 
 
-def _finished(layout: OutputLayout, opts: ScoreOptions, log: Callable[[str], None]) -> dict:
+def _finished(layout: OutputLayout, opts: ScoreOptions) -> dict:
     """A date with _SUCCESS: ``already_complete`` if its inputs are as planned, else ``inputs_changed``."""
     summary = layout.read_json(layout.path(SUMMARY)) or {}
     run = layout.read_json(layout.path(RUN)) or {}
     planned = run.get("inputs")
     changed = pins.changes(opts.inputs, planned) if planned else []
     if changed:
-        log(f"{layout.dir} is complete, but its inputs changed since: {changed[0]}"
+        logger.info(f"{layout.dir} is complete, but its inputs changed since: {changed[0]}"
             + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "") + "; use --overwrite to redo it")
         return {**summary, "status": "inputs_changed", "changes": changed}
-    log(f"{layout.dir} is already complete (_SUCCESS); nothing to do (use --overwrite to redo it)")
+    logger.info(f"{layout.dir} is already complete (_SUCCESS); nothing to do (use --overwrite to redo it)")
     return {**summary, "status": "already_complete"}
 
 

@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import posixpath
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pyarrow.fs as pafs
 
 from serve_batch.layout import ScoreError
 from tagging.readers import ReadUnit, list_files, resolve_filesystem
 from tagging.stores import StoreError, gcs_client, s3_client
+
+logger = logging.getLogger(__name__)
 
 UPSTREAM_SUCCESS = "_SUCCESS"
 
@@ -115,8 +118,7 @@ def upstream_folders(inputs: Sequence[str]) -> list[str]:
     return sorted(set(out))
 
 
-def wait_for_upstream(inputs: Sequence[str], wait_s: float = 0.0, poll_s: float = 2.0,
-                      log: Callable[[str], None] = lambda m: None) -> None:
+def wait_for_upstream(inputs: Sequence[str], wait_s: float = 0.0, poll_s: float = 2.0) -> None:
     """Return once every input folder holds its own ``_SUCCESS``; waits up to ``wait_s`` seconds,
     then raises ScoreError naming the first folder without one."""
     deadline = time.time() + wait_s
@@ -132,7 +134,7 @@ def wait_for_upstream(inputs: Sequence[str], wait_s: float = 0.0, poll_s: float 
                              + "; --require-upstream-success scores a folder only once its writer has finished"
                              + ("" if wait_s else " (--upstream-wait SECONDS to wait for it)"))
         if polls == 0:
-            log(f"waiting up to {wait_s:g} s for {UPSTREAM_SUCCESS} in {', '.join(missing)}")
+            logger.info(f"waiting up to {wait_s:g} s for {UPSTREAM_SUCCESS} in {', '.join(missing)}")
         time.sleep(max(0.05, min(poll_s, deadline - time.time())))
 
 

@@ -97,6 +97,30 @@ def read_output(date_dir: Path):
     return scored, rej
 
 
+@contextmanager
+def on_log(fn, names=("serve_batch", "tagging")):
+    """Call ``fn(record)`` for every INFO-or-higher log record of our packages while inside: how a
+    test reads a run's log lines, or acts at a moment of the run (an exception in ``fn`` reaches
+    the code that logged)."""
+    import logging
+
+    class Hook(logging.Handler):
+        def emit(self, record):
+            fn(record)
+
+    hook, loggers = Hook(), [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(hook)
+        lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(hook)
+            lg.setLevel(level)
+
+
 def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 240, module: str = "tagging.cli"):
     """Run ``python -m <module> ARGS`` in a fresh process (its own local Ray); returns CompletedProcess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVE_BATCH_FAULT", "RAY_ADDRESS"))}

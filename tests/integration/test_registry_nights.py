@@ -83,12 +83,13 @@ def test_registered_model_scores_nights_with_its_version_and_drift(setting):
     paths, tag = _nights(art, root)
     out = root / "scores"
 
-    def move_alias_once_planned(message: str) -> None:  # the run has resolved its model; production moves to v2
-        if "units;" in message and int(client.get_model_version_by_alias(NAME, "production").version) == 1:
+    def move_alias_once_planned(record) -> None:  # the run has resolved its model; production moves to v2
+        if "units;" in record.getMessage() and int(client.get_model_version_by_alias(NAME, "production").version) == 1:
             client.set_registered_model_alias(NAME, "production", "2")
 
-    first = run_score(ScoreOptions(model=f"models:/{NAME}@production", inputs=(str(paths["normal"].parent),), output=str(out),
-                                   date="2026-11-20", tracking_uri=uri), log=move_alias_once_planned)
+    with cs.on_log(move_alias_once_planned):
+        first = run_score(ScoreOptions(model=f"models:/{NAME}@production", inputs=(str(paths["normal"].parent),), output=str(out),
+                                       date="2026-11-20", tracking_uri=uri))
     assert int(client.get_model_version_by_alias(NAME, "production").version) == 2  # moved during the run
     day = out / "date=2026-11-20"
     rows = read_scores(str(out), "2026-11-20", columns=["model_version"]).column("model_version").to_pylist()
@@ -106,7 +107,7 @@ def test_registered_model_scores_nights_with_its_version_and_drift(setting):
 
     # the next night resolves production anew (v2); one tag predicted three times as often: flagged
     second = run_score(ScoreOptions(model=f"models:/{NAME}@production", inputs=(str(paths["tripled"].parent),), output=str(out),
-                                    date="2026-11-21", tracking_uri=uri), log=lambda m: None)
+                                    date="2026-11-21", tracking_uri=uri))
     assert second["model"]["version"] == f"models:/{NAME}/2" and second["model"]["artifact_version"] == "test-1b"
     drift = second["drift"]
     assert drift["vs_training"]["flagged"] == [tag], json.dumps(drift["vs_training"], indent=1)

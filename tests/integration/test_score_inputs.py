@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import logging
 import signal
 from pathlib import Path
 
@@ -109,20 +108,8 @@ def scored(artifact, ray_local, tmp_path_factory):
     opts = ScoreOptions(model=str(artifact), inputs=(str(inputs),), output=str(base / "out"), date=cs.DATE,
                         unit_rows=UNIT_ROWS, unit_mb=UNIT_MB, slice_rows=64)
     messages: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            messages.append(record.getMessage())
-
-    handler, logger = Keep(), logging.getLogger("tagging.readers")
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    try:
-        summary = run_score(opts, log=messages.append)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
+    with cs.on_log(lambda record: messages.append(record.getMessage())):
+        summary = run_score(opts)
     return inputs, base / "out" / f"date={cs.DATE}", summary, messages
 
 

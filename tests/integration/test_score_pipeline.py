@@ -59,7 +59,7 @@ def _bad_run(kind, artifact, tmp_path_factory, s3_server):
         store = _store(kind, base, s3_server)
         inputs = store.put(cs.write_bad_inputs(base / "in"), "in")
         out = store.uri("out")
-        summary = run_score(_opts(artifact, [inputs], out), log=lambda m: None)
+        summary = run_score(_opts(artifact, [inputs], out))
         _bad_runs[kind] = (store, inputs, out, store.date_dir(out), summary)
     return _bad_runs[kind]
 
@@ -144,10 +144,10 @@ def test_rerun_is_a_noop_and_overwrite_redoes_it(artifact, bad_local):
     _, inputs, _, date_dir, summary = bad_local
     date_dir = Path(date_dir)
     before = {p.name: p.stat().st_mtime_ns for p in date_dir.rglob("*") if p.is_file()}
-    again = run_score(_opts(artifact, [inputs], date_dir.parent), log=lambda m: None)
+    again = run_score(_opts(artifact, [inputs], date_dir.parent))
     assert again["status"] == "already_complete" and again["rows_scored"] == summary["rows_scored"]
     assert {p.name: p.stat().st_mtime_ns for p in date_dir.rglob("*") if p.is_file()} == before
-    redo = run_score(_opts(artifact, [inputs], date_dir.parent, overwrite=True), log=lambda m: None)
+    redo = run_score(_opts(artifact, [inputs], date_dir.parent, overwrite=True))
     assert redo["status"] == "complete" and redo["units"]["scored_this_run"] == redo["units"]["total"]
     assert {k: redo[k] for k in ("rows_read", "rows_scored", "rows_rejected", "rejects_by_reason")} == {
         k: summary[k] for k in ("rows_read", "rows_scored", "rows_rejected", "rejects_by_reason")}
@@ -165,7 +165,7 @@ def test_unfinished_run_with_another_model_is_refused_without_overwrite(artifact
     date_dir.mkdir(parents=True)
     (date_dir / "_run.json").write_text(json.dumps({"schema": 1, "model_sha": "another", "units": []}))
     with pytest.raises(ScoreError, match="different model"):
-        run_score(_opts(artifact, [tmp_path / "in.csv"], tmp_path / "out"), log=lambda m: None)
+        run_score(_opts(artifact, [tmp_path / "in.csv"], tmp_path / "out"))
 
 
 def test_bad_inputs_fail_before_scoring(artifact, tmp_path):
@@ -179,7 +179,7 @@ def test_bad_inputs_fail_before_scoring(artifact, tmp_path):
              ([tmp_path / "ok.jsonl", tmp_path / "nope.csv"], "no such file"), ([tmp_path / "x.txt"], "no such file")]
     for inputs, message in cases:
         with pytest.raises(InputError, match=message):
-            run_score(_opts(artifact, inputs, tmp_path / "out"), log=lambda m: None)
+            run_score(_opts(artifact, inputs, tmp_path / "out"))
     assert not (tmp_path / "out").exists()  # nothing started
 
 
@@ -191,7 +191,7 @@ def test_int8_with_top_k_and_the_stored_gate(artifact, ray_local, tmp_path):
     assert {"file", "f1", "fp32_f1", "max_drop", "accepted", "calibration_rows", "validation_rows"} <= set(info)
     write_corpus(generate_corpus(300, seed=6), str(tmp_path / "in.parquet"))
     summary = run_score(_opts(artifact, [f"file://{tmp_path}/in.parquet"], f"file://{tmp_path}/out", precision="int8",
-                              top_k=3), log=lambda m: None)  # pyarrow filesystem URIs
+                              top_k=3))  # pyarrow filesystem URIs
     assert summary["model"]["precision"] == "int8" and summary["rows_scored"] == 300
     scored, _ = cs.read_output(tmp_path / "out" / f"date={cs.DATE}")
     scores = scored.column("scores").to_pylist()
@@ -204,7 +204,7 @@ def test_int8_refused_when_its_gate_failed(artifact, tmp_path):
     art = load_artifact(copy)
     update_manifest(art, {}, {"int8": dict(art.manifest["int8"], accepted=False)})
     with pytest.raises(ArtifactError, match="int8 model refused"):
-        run_score(_opts(copy, [cs.train_data()], tmp_path / "out", precision="int8"), log=lambda m: None)
+        run_score(_opts(copy, [cs.train_data()], tmp_path / "out", precision="int8"))
 
 
 @pytest.mark.parametrize("point,kind", [("score", "local"), ("read", "local"), ("score", "s3")])
@@ -214,7 +214,7 @@ def test_a_worker_killed_mid_run_is_retried_exactly_once(artifact, ray_local, tm
     store = _store(kind, tmp_path, s3_server)
     inputs = store.put(cs.write_bad_inputs(tmp_path / "in", rows=300, seed=21), "in")
     plan = FaultPlan(point, 1, "self", str(tmp_path / "fired"))
-    summary = run_score(_opts(artifact, [inputs], store.uri("out"), fault=plan), log=lambda m: None)
+    summary = run_score(_opts(artifact, [inputs], store.uri("out"), fault=plan))
     assert (tmp_path / "fired").exists()
     expected = cs.expected_outcome([str(inputs)], load_artifact(artifact).config.data)
     scored, rejects = store.read_output(store.date_dir(store.uri("out")))
@@ -237,7 +237,7 @@ def test_a_run_that_saw_no_success_before_the_lock_leaves_the_finished_date_unto
         return False if len(calls) == 1 else real(self)
 
     monkeypatch.setattr(OutputLayout, "succeeded", first_check_misses)
-    again = run_score(_opts(artifact, [inputs], out), log=lambda m: None)
+    again = run_score(_opts(artifact, [inputs], out))
     assert len(calls) >= 2 and again["status"] == "already_complete"
     assert again["rows_scored"] == summary["rows_scored"]
     assert {k: v for k, v in store.mtimes(date_dir).items() if not k.endswith("/_lease")} == {
@@ -260,7 +260,7 @@ def test_two_runs_of_one_date_started_together_exactly_one_scores(artifact, ray_
     def run(name, **kw):
         barrier.wait()
         try:
-            results[name] = run_score(_opts(artifact, [inputs], out, **kw), log=lambda m: None)
+            results[name] = run_score(_opts(artifact, [inputs], out, **kw))
         except Exception as exc:  # noqa: BLE001
             results[name] = exc
 
@@ -315,7 +315,8 @@ def test_inputs_are_pinned(artifact, ray_local, tmp_path, s3_server, gcs_server,
     date_dir = store.date_dir(out)
     target = f"{store.path(inputs)}/a.parquet"
 
-    def rewrite_on_first_commit(msg):
+    def rewrite_on_first_commit(record):
+        msg = record.getMessage()
         if msg.startswith("committed") and not (tmp_path / "rewritten").exists():
             t = pq.read_table(local_in / "a.parquet")
             t = t.set_column(t.schema.get_field_index("text"), "text", pa.array(["rewritten " + x for x in t.column("text").to_pylist()]))
@@ -327,27 +328,28 @@ def test_inputs_are_pinned(artifact, ray_local, tmp_path, s3_server, gcs_server,
             (tmp_path / "rewritten").touch()
 
     with pytest.raises(ScoreError, match=r"inputs changed during the run.*a\.parquet changed.*reading unit \S+ \(not committed\)") as err:
-        run_score(_opts(artifact, [inputs], out, actors=1, tasks_per_actor=1), log=rewrite_on_first_commit)
+        with cs.on_log(rewrite_on_first_commit):
+            run_score(_opts(artifact, [inputs], out, actors=1, tasks_per_actor=1))
     assert (tmp_path / "rewritten").exists() and not store.exists(f"{date_dir}/_SUCCESS")
     # The unit read after the rewrite is refused right after its read (S3: its If-Match GET fails;
     # GCS: another generation; local: another mtime) and never committed; units read before stay.
     refused = str(err.value).split("reading unit ")[1].split()[0]
     markers = store.names(f"{date_dir}/_commits", suffix=".json")
     assert refused.startswith("00000-") and f"{refused}.json" not in markers and markers, (refused, markers)
-    done = run_score(_opts(artifact, [inputs], out, overwrite=True), log=lambda m: None)
+    done = run_score(_opts(artifact, [inputs], out, overwrite=True))
     assert done["status"] == "complete" and store.exists(f"{date_dir}/_SUCCESS")
 
     def untouched():
         return {k: v for k, v in store.mtimes(date_dir).items() if not k.endswith("/_lease")}
 
     before = untouched()
-    assert run_score(_opts(artifact, [inputs], out), log=lambda m: None)["status"] == "already_complete"
+    assert run_score(_opts(artifact, [inputs], out))["status"] == "already_complete"
     cs.write_bad_inputs(tmp_path / "late", rows=30, seed=51)
     if store.remote:
         store.put(tmp_path / "late" / "c.csv", "in/c.csv")
     else:
         (tmp_path / "late" / "c.csv").rename(local_in / "c.csv")
-    again = run_score(_opts(artifact, [inputs], out), log=lambda m: None)
+    again = run_score(_opts(artifact, [inputs], out))
     assert again["status"] == "inputs_changed" and any("c.csv is new" in c for c in again["changes"])
     res = cs.run_cli(["score", "--model", str(artifact), "--input", str(inputs), "--output", str(out), "--date", cs.DATE])
     assert res.returncode == 3 and '"inputs_changed"' in res.stdout, res.stderr[-2000:]
@@ -367,23 +369,27 @@ def test_model_is_pinned(artifact, ray_local, tmp_path):
     prod = tmp_path / "production"
     prod.symlink_to(a)
 
-    def repoint(msg):
+    def repoint(record):
+        msg = record.getMessage()
         if " actors x " in msg:
             prod.unlink()
             prod.symlink_to(b)
 
-    summary = run_score(_opts(prod, [inputs], tmp_path / "out1"), log=repoint)
+    with cs.on_log(repoint):
+        summary = run_score(_opts(prod, [inputs], tmp_path / "out1"))
     assert os.readlink(prod) == str(b)
     assert summary["model"]["path"] == str(a) and summary["model"]["version"] == "test-1"
     scored, _ = cs.read_output(tmp_path / "out1" / f"date={cs.DATE}")
     assert set(scored.column("model_version").to_pylist()) == {"test-1"}
 
-    def rewrite_manifest(msg):
+    def rewrite_manifest(record):
+        msg = record.getMessage()
         if " actors x " in msg:
             update_manifest(load_artifact(a), {}, {"model_version": "test-rewritten"})
 
     with pytest.raises(ScoreError, match="model changed since the run was planned"):
-        run_score(_opts(a, [inputs], tmp_path / "out2"), log=rewrite_manifest)
+        with cs.on_log(rewrite_manifest):
+            run_score(_opts(a, [inputs], tmp_path / "out2"))
     assert not (tmp_path / "out2" / f"date={cs.DATE}" / "_SUCCESS").exists()
 
 
@@ -402,7 +408,8 @@ def test_a_reader_during_a_run_sees_no_row_of_the_date(artifact, ray_local, tmp_
     date_dir = tmp_path / "out" / f"date={cs.DATE}"
     seen = []
 
-    def read_while_committing(msg):
+    def read_while_committing(record):
+        msg = record.getMessage()
         if msg.startswith("committed"):
             assert list(date_dir.glob("part-*.parquet"))  # parts are there...
             assert tagging.read_scores(out).num_rows == 0  # ...but no finished date shows them
@@ -414,7 +421,8 @@ def test_a_reader_during_a_run_sees_no_row_of_the_date(artifact, ray_local, tmp_
                 tagging.read_scores(out, cs.DATE, as_dataset=True)
             seen.append(msg)
 
-    summary = run_score(_opts(artifact, [inputs], out), log=read_while_committing)
+    with cs.on_log(read_while_committing):
+        summary = run_score(_opts(artifact, [inputs], out))
     assert seen
     pq.write_table(pq.read_table(next(date_dir.glob("part-*.parquet"))), date_dir / "part-stray.parquet")
     table = tagging.read_scores(out)
@@ -432,7 +440,7 @@ def test_the_code_is_recorded_and_a_resume_with_other_code_says_so(artifact, ray
 
     inputs = _small_inputs(tmp_path / "in", seed=80)
     date_dir = tmp_path / "out" / f"date={cs.DATE}"
-    summary = run_score(_opts(artifact, [inputs], tmp_path / "out"), log=lambda m: None)
+    summary = run_score(_opts(artifact, [inputs], tmp_path / "out"))
     run = json.loads((date_dir / "_run.json").read_text())
     assert summary["code"] == run["code"] == code_version() and summary["code"]["tagging"]
     # A run killed before _SUCCESS, resumed by other code: it says so, and resumes (code is not an input).
@@ -440,10 +448,11 @@ def test_the_code_is_recorded_and_a_resume_with_other_code_says_so(artifact, ray
     (date_dir / "summary.json").unlink()
     (date_dir / "_run.json").write_text(json.dumps({**run, "code": {"tagging": "0.0.1", "git_sha": "abc"}}))
     logs = []
-    again = run_score(_opts(artifact, [inputs], tmp_path / "out"), log=logs.append)
+    with cs.on_log(logs.append):
+        again = run_score(_opts(artifact, [inputs], tmp_path / "out"))
     assert again["status"] == "complete" and again["units"]["scored_this_run"] == 0
-    assert any(m.startswith("warning: ") and "was started with other code ({'tagging': '0.0.1', 'git_sha': 'abc'})" in m
-               for m in logs), logs
+    assert any(r.levelname == "WARNING" and "was started with other code ({'tagging': '0.0.1', 'git_sha': 'abc'})" in r.getMessage()
+               for r in logs), [r.getMessage() for r in logs]
 
 
 def test_two_units_are_scored_by_two_actors(artifact, ray_local, tmp_path):
@@ -458,8 +467,7 @@ def test_two_units_are_scored_by_two_actors(artifact, ray_local, tmp_path):
     write_corpus(generate_corpus(600, seed=11), str(inputs / "one.parquet"))
     assert pq.ParquetFile(inputs / "one.parquet").metadata.num_row_groups == 1
     summary = run_score(_opts(artifact, [inputs], tmp_path / "out", actors=2, tasks_per_actor=2, unit_rows=300,
-                                  actor_start_s=600),  # these few KiB would not wait by default
-                        log=lambda m: None)
+                                  actor_start_s=600))  # these few KiB would not wait by default
     assert summary["units"]["total"] == 2
     by_actor = summary["rows_by_actor"]
     assert len(by_actor) == 2 and min(by_actor.values()) > 0, by_actor

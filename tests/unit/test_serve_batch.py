@@ -110,7 +110,7 @@ def _committer(tmp_path, units):
     stage = lay.staging("a1")
     lay.mkdirs(stage)
     plan = [ReadUnit(f"/in/{u}.csv", "csv", 0, i) for i, u in enumerate(units)]
-    return lay, stage, Committer(lay, plan, "a1", stage, faults.FaultPlan(), log=lambda m: None)
+    return lay, stage, Committer(lay, plan, "a1", stage, faults.FaultPlan())
 
 
 def _stage(stage, name, n):
