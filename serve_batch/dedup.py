@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from serve_batch.layout import REJECTS, STAGING, OutputLayout
-from serve_batch.scorer import REJECTS_SCHEMA
+from serve_batch.scorer import REJECTS_SCHEMA, STATISTICS
 from tagging.readers import DUPLICATE_ID, RAW_CHARS
 
 
@@ -143,7 +143,7 @@ def dedup_pass(layout: OutputLayout, files: Sequence[str], stage: str | None = N
             before_rewrite()
         keep = np.ones(table.num_rows, dtype=bool)
         keep[drop] = False
-        pq.write_table(table.filter(pa.array(keep)), posixpath.join(stage, name), filesystem=layout.fs)
+        pq.write_table(table.filter(pa.array(keep)), posixpath.join(stage, name), filesystem=layout.fs, write_statistics=STATISTICS)
         layout.fs.move(posixpath.join(stage, name), path)
         moved += len(rows)
     layout.delete(stage)

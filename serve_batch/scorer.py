@@ -20,6 +20,9 @@ SCORED_SCHEMA = pa.schema([
     pa.field("truncated", pa.bool_()),
     pa.field("source", pa.string()),
 ])
+# Part files keep column statistics where a reader can use them (ids, versions, sources), not on
+# the tags and scores, whose min/max tag names filter nothing (they cost ~0.4 us a row to write).
+STATISTICS = ["id", "model_version", "truncated", "source"]
 REJECTS_SCHEMA = pa.schema([
     pa.field("id", pa.string()),
     pa.field("reason", pa.string()),

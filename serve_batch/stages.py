@@ -139,7 +139,7 @@ class ScoreStage:
 
     def _fragment(self, unit: str, start: int, recs: list) -> dict:
         """Score and stage records ``start..start+len(recs)-1`` of ``unit``; returns the receipt."""
-        from serve_batch.scorer import REJECTS_SCHEMA, scored_table
+        from serve_batch.scorer import REJECTS_SCHEMA, STATISTICS, scored_table
 
         name = part_name(unit, start)
         receipt = {"unit": unit, "start": start, "ranges": [start, start + len(recs)], "rows": 0, "rejects": 0,
@@ -149,7 +149,7 @@ class ScoreStage:
             scores = self.scorer.score([r.text for r in rows])
             table = scored_table(pa.array([r.id for r in rows], pa.string()), pa.array([r.source for r in rows], pa.string()),
                                  scores, self.scorer.labels, self.model_version, self.top_k)
-            pq.write_table(table, posixpath.join(self.staging, "scored-" + name), filesystem=self.fs)
+            pq.write_table(table, posixpath.join(self.staging, "scored-" + name), filesystem=self.fs, write_statistics=STATISTICS)
             receipt.update(rows=len(rows), scored_file="scored-" + name, chars=scores.chars, oov_chars=scores.oov_chars)
         bad = [r for r in recs if isinstance(r, Reject)]
         if bad:

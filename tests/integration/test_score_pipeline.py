@@ -153,6 +153,12 @@ def test_rerun_is_a_noop_and_overwrite_redoes_it(artifact, bad_local):
         k: summary[k] for k in ("rows_read", "rows_scored", "rows_rejected", "rejects_by_reason")}
     scored, _ = cs.read_output(date_dir)
     assert scored.num_rows == summary["rows_scored"] == len(set(scored.column("id").to_pylist()))
+    import pyarrow.parquet as pq
+
+    for part in date_dir.glob("part-*.parquet"):  # statistics where a reader can use them (dedup's rewrites too)
+        meta = pq.ParquetFile(part).metadata.row_group(0)
+        stats = {meta.column(i).path_in_schema: meta.column(i).is_stats_set for i in range(meta.num_columns)}
+        assert stats["id"] and stats["source"] and not any(v for k, v in stats.items() if k.startswith(("tags", "scores"))), stats
 
 
 def test_unfinished_run_with_another_model_is_refused_without_overwrite(artifact, tmp_path):
