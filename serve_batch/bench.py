@@ -20,6 +20,7 @@ Measured in one run, same model, same rows:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -30,6 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 DATE = "2000-01-01"
 
@@ -131,7 +134,7 @@ class _RssSampler:
 
 
 def run_pipeline(model: str, inputs: Path, output: Path, precision: str, batch_size: int, actors: int | None,
-                 cpus_per_actor: float, log) -> dict:
+                 cpus_per_actor: float) -> dict:
     """`tagging score` in a fresh process with its own local Ray; returns timing, rows and peak RSS."""
     cmd = [sys.executable, "-m", "tagging.cli", "score", "--model", model, "--input", str(inputs), "--output",
            str(output), "--date", DATE, "--precision", precision, "--batch-size", str(batch_size),
@@ -154,12 +157,12 @@ def run_pipeline(model: str, inputs: Path, output: Path, precision: str, batch_s
            "peak_rss_mb": sampler.peak / 2**20, "peak_pss_mb": sampler.peak_pss / 2**20,
            "peak_driver_rss_mb": sampler.peak_driver / 2**20, "load_1m_after": round(os.getloadavg()[0], 2),
            "cpu_s_by_role": {k: round(v, 1) for k, v in sorted(sampler.cpu_by_role.items())}}
-    log(f"pipeline {precision} {rows} rows: {out['docs_per_s']:.0f} docs/s ({out['pipeline_s']:.1f}s; wall "
+    logger.info(f"pipeline {precision} {rows} rows: {out['docs_per_s']:.0f} docs/s ({out['pipeline_s']:.1f}s; wall "
         f"{wall:.1f}s), peak RSS {out['peak_rss_mb']:.0f} MiB, CPU s {out['cpu_s_by_role']}")
     return out
 
 
-def ceiling(art, precision: str, texts: list[str], threads: int, batch_size: int, log) -> tuple[dict, np.ndarray]:
+def ceiling(art, precision: str, texts: list[str], threads: int, batch_size: int) -> tuple[dict, np.ndarray]:
     """ONNX Runtime alone: pre-encoded, length-bucketed batches, one process, ``threads`` threads."""
     from tagging.onnx_scoring import OnnxScorer
 
@@ -171,7 +174,7 @@ def ceiling(art, precision: str, texts: list[str], threads: int, batch_size: int
     for idx, ids in batches:
         probs[idx] = scorer.run_ids(ids)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    log(f"ceiling {precision} ({threads} threads): {len(texts) / dt:.0f} docs/s ({dt:.1f}s)")
+    logger.info(f"ceiling {precision} ({threads} threads): {len(texts) / dt:.0f} docs/s ({dt:.1f}s)")
     return {"precision": precision, "threads": threads, "seconds": dt, "docs_per_s": len(texts) / dt, "cpu_s": round(cpu, 1),
             "load_1m_after": round(os.getloadavg()[0], 2)}, probs
 
@@ -208,11 +211,11 @@ def _timed_processes(target, args: list[tuple]) -> tuple[int, float]:
     return sum(n for n, _ in done), max(dt for _, dt in done)
 
 
-def ceiling_per_core(model: str, precision: str, texts: list[str], processes: int, batch_size: int, log) -> dict:
+def ceiling_per_core(model: str, precision: str, texts: list[str], processes: int, batch_size: int) -> dict:
     """ONNX Runtime alone, one 1-thread process per actor running at the same time (the rows split
     evenly): what the actors' sessions could do with no reading, writing or Ray around them."""
     rows, slowest = _timed_processes(_ceiling_worker, [(model, precision, texts[k::processes], batch_size) for k in range(processes)])
-    log(f"ceiling {precision} per core ({processes} processes x 1 thread): {rows / slowest:.0f} docs/s ({slowest:.1f}s)")
+    logger.info(f"ceiling {precision} per core ({processes} processes x 1 thread): {rows / slowest:.0f} docs/s ({slowest:.1f}s)")
     return {"precision": precision, "processes": processes, "seconds": slowest, "docs_per_s": rows / slowest,
             "load_1m_after": round(os.getloadavg()[0], 2)}
 
@@ -225,7 +228,7 @@ def _check_scale(scale: int) -> None:
 
 def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int = 20_000, batch_size: int = 64,
                 actors: int | None = None, cpus_per_actor: float = 0.75, rss_precision: str | None = None,
-                work_dir: str | None = None, seed: int = 7, ceiling_repeats: int = 2, log=print) -> dict:
+                work_dir: str | None = None, seed: int = 7, ceiling_repeats: int = 2) -> dict:
     from tagging.artifact import load_artifact
     from tagging.metrics import weighted_f1
     from tagging.synth import generate_corpus
@@ -238,7 +241,7 @@ def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int
     has_int8 = bool(int8_info.get("accepted"))
     precisions = ["fp32"] + (["int8"] if has_int8 else [])
     if not has_int8:
-        log("no accepted int8 model in the artifact (run `tagging quantize`); measuring fp32 only")
+        logger.info("no accepted int8 model in the artifact (run `tagging quantize`); measuring fp32 only")
     rss_precision = rss_precision or precisions[-1]
     n_actors = actors or (os.cpu_count() or 1)
     threads = n_actors * max(1, round(cpus_per_actor))
@@ -249,7 +252,7 @@ def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int
     t0 = time.time()
     df = generate_corpus(rows, seed=seed)
     _write_inputs(df, work / "in-1x", unit_rows)
-    log(f"generated {rows} rows in {time.time() - t0:.1f}s -> {work}")
+    logger.info(f"generated {rows} rows in {time.time() - t0:.1f}s -> {work}")
     cfg = art.config.data
     texts = [normalize(t, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords) for t in df["text"]]
     index = art.tag_index()
@@ -263,16 +266,16 @@ def bench_score(model: str, rows: int = 200_000, scale: int = 10, unit_rows: int
     for p in precisions:
         # The 2-thread single-process loop moves by ~10% from run to run here: the best of
         # ``ceiling_repeats`` runs is the ceiling (the stricter reference for the pipeline).
-        runs = [ceiling(art, p, texts, threads, batch_size, log) for _ in range(max(1, ceiling_repeats))]
+        runs = [ceiling(art, p, texts, threads, batch_size) for _ in range(max(1, ceiling_repeats))]
         ceil[p], probs = max(runs, key=lambda r: r[0]["docs_per_s"])
         ceil[p]["runs_docs_per_s"] = [round(r[0]["docs_per_s"], 1) for r in runs]
         f1[p] = weighted_f1(y, apply_thresholds(probs, art.thresholds))
-        per_core[p] = ceiling_per_core(str(art.path), p, texts, n_actors, batch_size, log)
+        per_core[p] = ceiling_per_core(str(art.path), p, texts, n_actors, batch_size)
     pipe = {p: run_pipeline(str(art.path), work / "in-1x", work / f"out-{p}-1x", p, batch_size, actors,
-                            cpus_per_actor, log) for p in precisions}
+                            cpus_per_actor) for p in precisions}
     _write_inputs(df, work / f"in-{scale}x", unit_rows, copies=scale)
     big = run_pipeline(str(art.path), work / f"in-{scale}x", work / f"out-{rss_precision}-{scale}x", rss_precision,
-                       batch_size, actors, cpus_per_actor, log)
+                       batch_size, actors, cpus_per_actor)
     result.update({
         "ceiling_docs_per_s": ceil["fp32"]["docs_per_s"],
         "pipeline_docs_per_s": pipe["fp32"]["docs_per_s"],
@@ -375,7 +378,7 @@ def write_layout(df, folder: Path, layout: str, unit_rows: int, copies: int = 1)
     return path
 
 
-def dedup_driver_memory(ids: int, work: Path, files: int = 100, log=print) -> dict:
+def dedup_driver_memory(ids: int, work: Path, files: int = 100) -> dict:
     """Peak RSS of the duplicate-id pass's search (``find_duplicates``) over ``ids`` ids in
     ``files`` part files (1% duplicates), in a fresh process: the driver's share of the pass."""
     import pyarrow as pa
@@ -403,7 +406,7 @@ def dedup_driver_memory(ids: int, work: Path, files: int = 100, log=print) -> di
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     out = json.loads(res.stdout.strip().splitlines()[-1])
     out.update(ids=per * files, files=files, bytes_per_id=(out["peak_mb"] - out["base_mb"]) * 2**20 / (per * files))
-    log(f"duplicate-id pass over {per * files} ids: peak RSS {out['peak_mb']:.0f} MiB (imports {out['base_mb']:.0f} MiB; "
+    logger.info(f"duplicate-id pass over {per * files} ids: peak RSS {out['peak_mb']:.0f} MiB (imports {out['base_mb']:.0f} MiB; "
         f"{out['bytes_per_id']:.0f} B/id), {out['s']:.1f}s, {out['dups']} duplicates")
     return out
 
@@ -411,7 +414,7 @@ def dedup_driver_memory(ids: int, work: Path, files: int = 100, log=print) -> di
 def bench_layouts(model: str, layouts: list[str], rows: int = 200_000, scale: int = 10, unit_rows: int = 20_000,
                   batch_size: int = 64, actors: int | None = None, cpus_per_actor: float = 0.75,
                   precision: str | None = None, work_dir: str | None = None, seed: int = 7,
-                  ceiling_repeats: int = 2, dedup_ids: int = 0, log=print) -> dict:
+                  ceiling_repeats: int = 2, dedup_ids: int = 0) -> dict:
     """Per input layout, on the same rows and model: pipeline docs/s over the single-process
     ceiling, and peak RSS at N and N x ``scale`` rows; optionally the duplicate pass's memory."""
     from tagging.artifact import load_artifact
@@ -429,7 +432,7 @@ def bench_layouts(model: str, layouts: list[str], rows: int = 200_000, scale: in
     df = generate_corpus(rows, seed=seed)
     cfg = art.config.data
     texts = [normalize(t, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords) for t in df["text"]]
-    runs = [ceiling(art, precision, texts, threads, batch_size, log)[0] for _ in range(max(1, ceiling_repeats))]
+    runs = [ceiling(art, precision, texts, threads, batch_size)[0] for _ in range(max(1, ceiling_repeats))]
     ceil = max(runs, key=lambda r: r["docs_per_s"])
     per_layout = {}
     for layout in layouts:
@@ -438,7 +441,7 @@ def bench_layouts(model: str, layouts: list[str], rows: int = 200_000, scale: in
             folder = work / f"in-{layout}-{mult}x"
             path = write_layout(df, folder, layout, unit_rows, copies=mult)
             run = run_pipeline(str(art.path), folder, work / f"out-{layout}-{mult}x", precision, batch_size, actors,
-                               cpus_per_actor, log)
+                               cpus_per_actor)
             run["input_mb"] = path.stat().st_size / 2**20
             out[f"{mult}x"] = run
         n, big = out["1x"], out[f"{scale}x"]
@@ -455,7 +458,7 @@ def bench_layouts(model: str, layouts: list[str], rows: int = 200_000, scale: in
     if "parquet-big" in per_layout and "parquet-small" in per_layout:
         result["big_over_small_row_groups"] = per_layout["parquet-big"]["docs_per_s"] / per_layout["parquet-small"]["docs_per_s"]
     if dedup_ids:
-        result["dedup"] = dedup_driver_memory(dedup_ids, work, log=log)
+        result["dedup"] = dedup_driver_memory(dedup_ids, work)
     result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     result["work_dir"] = str(work)
     result["table"] = format_layouts(result)
@@ -500,20 +503,20 @@ def _linear_worker(model_bytes: bytes, texts: list[str], barrier, queue) -> None
     queue.put((len(texts), time.perf_counter() - t0))
 
 
-def linear_docs_per_s(model, texts: list[str], processes: int, log) -> dict:
+def linear_docs_per_s(model, texts: list[str], processes: int) -> dict:
     """A fitted TF-IDF + linear baseline's predict docs/s (thresholds applied) on ``texts``, one
     1-thread process per core the pipeline's actors use, all at once: the same texts and cores."""
     import pickle
 
     blob = pickle.dumps(model)
     rows, slowest = _timed_processes(_linear_worker, [(blob, texts[k::processes]) for k in range(processes)])
-    log(f"TF-IDF + LinearSVC predict ({processes} processes x 1 thread): {rows / slowest:.0f} docs/s ({slowest:.1f}s)")
+    logger.info(f"TF-IDF + LinearSVC predict ({processes} processes x 1 thread): {rows / slowest:.0f} docs/s ({slowest:.1f}s)")
     return {"processes": processes, "seconds": slowest, "docs_per_s": rows / slowest, "load_1m_after": round(os.getloadavg()[0], 2)}
 
 
 def bench_models(models: list[str], rows: int = 200_000, unit_rows: int = 20_000, batch_size: int = 64,
                  actors: int | None = None, cpus_per_actor: float = 0.75, precision: str = "int8",
-                 linear_data: list[str] | None = None, work_dir: str | None = None, seed: int = 7, log=print) -> dict:
+                 linear_data: list[str] | None = None, work_dir: str | None = None, seed: int = 7) -> dict:
     """Models side by side on the same generated rows and cores: each one's nightly pipeline docs/s
     (``precision`` where the artifact has an accepted model of it, else fp32) and its single-process
     ceiling; with ``linear_data`` (the first model's training data) also the TF-IDF + LinearSVC
@@ -534,8 +537,8 @@ def bench_models(models: list[str], rows: int = 200_000, unit_rows: int = 20_000
         art = load_artifact(model)
         p = precision if precision == "fp32" or (art.manifest.get("int8") or {}).get("accepted") else "fp32"
         texts = art.normalize(df["text"].tolist())
-        ceil = ceiling(art, p, texts, threads, batch_size, log)[0]
-        pipe = run_pipeline(str(art.path), work / "in", work / f"out-{k}", p, batch_size, actors, cpus_per_actor, log)
+        ceil = ceiling(art, p, texts, threads, batch_size)[0]
+        pipe = run_pipeline(str(art.path), work / "in", work / f"out-{k}", p, batch_size, actors, cpus_per_actor)
         per[str(art.path)] = {"model_version": art.model_version, "precision": p, "members": art.config.model.ensemble,
                               "student": "distillation" in art.manifest, "parameters": count_parameters(art.load_model()),
                               "test_f1": art.manifest["metrics"]["overall"]["f1"], "ceiling_docs_per_s": ceil["docs_per_s"],
@@ -552,7 +555,7 @@ def bench_models(models: list[str], rows: int = 200_000, unit_rows: int = 20_000
         art = load_artifact(models[0])
         linear = TfidfLinearBaseline("svm", seed=art.config.seed)
         linear.fit(load_split_data(linear_data, art.config, model_dir=models[0]))
-        result["linear"] = {**linear_docs_per_s(linear, texts, n_actors, log), "params": {"C": linear.params["C"],
+        result["linear"] = {**linear_docs_per_s(linear, texts, n_actors), "params": {"C": linear.params["C"],
                             "class_weight": linear.params["class_weight"]}}
         for v in per.values():
             v["pipeline_over_linear"] = v["pipeline_docs_per_s"] / result["linear"]["docs_per_s"]

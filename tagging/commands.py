@@ -224,6 +224,7 @@ def bench_train(
         from tagging.dist.bench_train import bench_train as run
 
         result = run(data, labels, epochs=epochs, workers=workers)
+        typer.echo(result["table"])
         if out:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1) + "\n")

@@ -11,6 +11,7 @@ single epochs swing by 20-30% here).
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -19,9 +20,10 @@ from dataclasses import replace
 
 import numpy as np
 
+logger = logging.getLogger(__name__)
 
-def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers: int = 2, config_overrides: dict | None = None,
-                log=print) -> dict:
+
+def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers: int = 2, config_overrides: dict | None = None) -> dict:
     import torch
 
     from tagging.config import load_config, to_dict
@@ -56,16 +58,16 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
         trainer = build_trainer(inputs, datasets, f"bench-{int(time.time())}", storage)
         history = load_checkpoint_state(trainer.fit().checkpoint)["history"]
     ray_sps = float(np.median([h["samples_per_s"] for h in history[1:]]))
-    log(f"[bench-train] Ray Train, {workers} workers x {threads} threads (DDP gloo): {ray_sps:.0f} samples/s")
+    logger.info(f"Ray Train, {workers} workers x {threads} threads (DDP gloo): {ray_sps:.0f} samples/s")
     plain_epochs(epochs // 2)
     plain_sps = float(np.median(plain))
-    log(f"[bench-train] plain PyTorch, 1 process x {threads * workers} threads: {plain_sps:.0f} samples/s "
+    logger.info(f"plain PyTorch, 1 process x {threads * workers} threads: {plain_sps:.0f} samples/s "
         f"(epochs: {', '.join(f'{v:.0f}' for v in plain)})")
     ratio = ray_sps / plain_sps
     out = {"rows": len(rows[0]), "epochs_timed": epochs, "plain_epochs_samples_per_s": plain,
            "ray_epochs_samples_per_s": [h["samples_per_s"] for h in history[1:]], "workers": workers, "threads_per_worker": threads,
            "plain_samples_per_s": plain_sps, "ray_train_samples_per_s": ray_sps, "ray_over_plain": ratio,
            "model": to_dict(cfg.model), "batch_size": cfg.batch_size}
-    log(f"\n{'side':<34}{'samples/s':>12}\n{'plain PyTorch (1 process)':<34}{plain_sps:>12.0f}\n"
+    out["table"] = (f"{'side':<34}{'samples/s':>12}\n{'plain PyTorch (1 process)':<34}{plain_sps:>12.0f}\n"
         f"{f'Ray Train ({workers} workers, DDP)':<34}{ray_sps:>12.0f}\n{'ratio Ray/plain':<34}{ratio:>12.2f}")
     return out

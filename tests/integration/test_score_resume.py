@@ -157,4 +157,4 @@ def test_bench_score_smoke(artifact, tmp_path, ray_tmp):
                 "int8_f1_delta", "rss_10x_over_1x"):
         assert isinstance(result[key], float) and result[key] == result[key], key
     assert result["pipeline_scaled"]["rows"] == 2 * result["pipeline"]["fp32"]["rows"] == 2400
-    assert "pipeline fp32" in res.stdout and "ceiling int8" in res.stdout
+    assert "pipeline fp32" in res.stderr and "ceiling int8" in res.stderr and "x ceiling" in res.stdout  # progress, then the table
