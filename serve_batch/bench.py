@@ -158,7 +158,7 @@ def run_pipeline(model: str, inputs: Path, output: Path, precision: str, batch_s
            "peak_driver_rss_mb": sampler.peak_driver / 2**20, "load_1m_after": round(os.getloadavg()[0], 2),
            "cpu_s_by_role": {k: round(v, 1) for k, v in sorted(sampler.cpu_by_role.items())}}
     logger.info(f"pipeline {precision} {rows} rows: {out['docs_per_s']:.0f} docs/s ({out['pipeline_s']:.1f}s; wall "
-        f"{wall:.1f}s), peak RSS {out['peak_rss_mb']:.0f} MiB, CPU s {out['cpu_s_by_role']}")
+                f"{wall:.1f}s), peak RSS {out['peak_rss_mb']:.0f} MiB, CPU s {out['cpu_s_by_role']}")
     return out
 
 
@@ -407,7 +407,7 @@ def dedup_driver_memory(ids: int, work: Path, files: int = 100) -> dict:
     out = json.loads(res.stdout.strip().splitlines()[-1])
     out.update(ids=per * files, files=files, bytes_per_id=(out["peak_mb"] - out["base_mb"]) * 2**20 / (per * files))
     logger.info(f"duplicate-id pass over {per * files} ids: peak RSS {out['peak_mb']:.0f} MiB (imports {out['base_mb']:.0f} MiB; "
-        f"{out['bytes_per_id']:.0f} B/id), {out['s']:.1f}s, {out['dups']} duplicates")
+                f"{out['bytes_per_id']:.0f} B/id), {out['s']:.1f}s, {out['dups']} duplicates")
     return out
 
 

@@ -417,7 +417,7 @@ def run_score(opts: ScoreOptions) -> dict:
         logger.info(f"model {opts.model} -> {registry['uri']} ({art.path})")
     if art.unpadded_variant(opts.precision) is None:  # also refuses a missing or gate-failed int8 model now
         logger.info(f"{art.path} has no unpadded {opts.precision} graph (written before it existed): scored with the "
-            "masked graph; `tagging quantize` on it adds both unpadded graphs (about 1.3x faster)")
+                    "masked graph; `tagging quantize` on it adds both unpadded graphs (about 1.3x faster)")
     run_id = f"{dt.datetime.now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"  # names this run's staging and lease
     layout = OutputLayout(opts.output, opts.date)
     if layout.succeeded() and not opts.overwrite:  # read-only fast path: no lease needed
@@ -451,7 +451,7 @@ def run_score(opts: ScoreOptions) -> dict:
         stale = layout.discard_uncommitted(committed)
         pending = [u for u in units if u.name not in committed]
         logger.info(f"{len(units)} units; {len(committed)} already committed, {len(pending)} to score"
-            + (f"; deleted {stale} uncommitted files of an earlier run" if stale else ""))
+                    + (f"; deleted {stale} uncommitted files of an earlier run" if stale else ""))
         rows_this_run = 0
         commit_times: list[tuple[float, int]] = []
         attempts: set[str] = set()
@@ -460,7 +460,7 @@ def run_score(opts: ScoreOptions) -> dict:
         if pending:
             sizing = _init(opts)
             logger.info(f"{sizing[0]} actors x {sizing[1]} CPU ({opts.threads} ONNX Runtime threads)"
-                + (f" x {sizing[2]} GPU" if sizing[2] else "") + f", {opts.precision}, batch {opts.batch_size}")
+                        + (f" x {sizing[2]} GPU" if sizing[2] else "") + f", {opts.precision}, batch {opts.batch_size}")
             t_ray = time.time()
             for rnd in range(1, opts.max_rounds + 1):
                 attempt = f"{run_id}-r{rnd}"
@@ -527,7 +527,7 @@ def run_score(opts: ScoreOptions) -> dict:
         lease.check()
         layout.write_json(layout.path(SUCCESS), success)
         logger.info(f"done: {summary['rows_scored']} scored + {summary['rows_rejected']} rejected = {summary['rows_read']} read "
-            f"-> {layout.dir}")
+                    f"-> {layout.dir}")
         if summary["drift"]["flagged"]:
             logger.info(f"drift flagged: {', '.join(summary['drift']['flagged'])} (summary.json: drift)")
         log_night(opts.tracking_uri, summary, layout.path(SUMMARY) if layout.local else None)
@@ -551,7 +551,7 @@ def _finished(layout: OutputLayout, opts: ScoreOptions) -> dict:
     changed = pins.changes(opts.inputs, planned) if planned else []
     if changed:
         logger.info(f"{layout.dir} is complete, but its inputs changed since: {changed[0]}"
-            + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "") + "; use --overwrite to redo it")
+                    + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "") + "; use --overwrite to redo it")
         return {**summary, "status": "inputs_changed", "changes": changed}
     logger.info(f"{layout.dir} is already complete (_SUCCESS); nothing to do (use --overwrite to redo it)")
     return {**summary, "status": "already_complete"}

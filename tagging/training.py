@@ -439,7 +439,7 @@ def finalize_artifact(cfg: TrainConfig, prepared: Prepared, vocab: CharVocab, st
     if len(states) > 1:
         metrics["val_f1_ensemble_global"] = weighted_f1(y_val, p_val >= global_t)
     logger.info(f"test weighted F1 {metrics['overall']['f1']:.4f} (per-class thresholds), "
-        f"{metrics['global_threshold_f1']:.4f} (global {global_t:.2f}); macro F1 {metrics['overall']['macro_f1']:.4f}")
+                f"{metrics['global_threshold_f1']:.4f} (global {global_t:.2f}); macro F1 {metrics['overall']['macro_f1']:.4f}")
     return save_artifact(
         out, config=cfg, labels=prepared.labels, vocab=vocab, state_dict=model.state_dict(), model=model,
         thresholds=thresholds, global_threshold=global_t, metrics=metrics,

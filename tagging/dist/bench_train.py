@@ -62,7 +62,7 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
     plain_epochs(epochs // 2)
     plain_sps = float(np.median(plain))
     logger.info(f"plain PyTorch, 1 process x {threads * workers} threads: {plain_sps:.0f} samples/s "
-        f"(epochs: {', '.join(f'{v:.0f}' for v in plain)})")
+                f"(epochs: {', '.join(f'{v:.0f}' for v in plain)})")
     ratio = ray_sps / plain_sps
     out = {"rows": len(rows[0]), "epochs_timed": epochs, "plain_epochs_samples_per_s": plain,
            "ray_epochs_samples_per_s": [h["samples_per_s"] for h in history[1:]], "workers": workers, "threads_per_worker": threads,

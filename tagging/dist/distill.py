@@ -223,7 +223,7 @@ def run_distillation(
         if from_teacher:  # the teacher's weights are loaded only then
             inputs = student_start(inputs, teacher_member(teacher), teacher.vocab, prepared.texts_and_targets("train")[0])
         logger.info(f"the student starts {'as a cut of the teacher member 0' if from_teacher else 'from random weights'} "
-            f"(distill.student_init {cfg.distill.student_init})")
+                    f"(distill.student_init {cfg.distill.student_init})")
         record = {**run_record(scfg, prepared, vocab), "teacher_weights": teacher.manifest["files"]["model.pt"],
                   "unlabeled": sorted(unlabeled)}
         check_resume(storage, run_name, 1, record)
@@ -234,7 +234,7 @@ def run_distillation(
         t0 = time.perf_counter()
         train_ds, counts = teacher_dataset(teacher, cfg, prepared, unlabeled_units, linear)
         logger.info(f"teacher {teacher.model_version} scored {sum(counts.values())} student rows in "
-            f"{time.perf_counter() - t0:.1f} s: {counts}")
+                    f"{time.perf_counter() - t0:.1f} s: {counts}")
         datasets = {"train": train_ds, "val": _with_tensor(prepared.split("val"), prepared.texts_and_targets("val")[1])}
         state = train_member(inputs, datasets, run_name, 0, storage, tracked)
         art = finalize_artifact(scfg, prepared, vocab, [state], out, run_name, list(data), truncated,

@@ -123,7 +123,7 @@ def run_training(
                                     {"name": run_name, "storage": storage, "seconds": round(time.perf_counter() - t_start, 1)})
             art = with_rejects(art, prepared)
             logger.info(f"{'teacher ' if distill else ''}artifact {art.path} (model_version {art.model_version}); "
-                f"rejects: {art.path / 'rejects.parquet'}")
+                        f"rejects: {art.path / 'rejects.parquet'}")
         if distill:
             from tagging.dist.distill import keep_teacher, run_distillation
 
