@@ -466,15 +466,14 @@ def iter_records(unit: ReadUnit, columns: Sequence[str] | None = None, csv_delim
 
 
 def _parquet_records(unit: ReadUnit, columns: Sequence[str] | None) -> Iterator[RawRecord]:
-    for first, batch in _parquet_batches(unit, columns):
-        for i, rec in enumerate(batch.to_pylist(), start=first + 1):
-            yield RawRecord(f"{unit.path}:row {i}", None, rec)
+    for source, rec in _parquet_rows(unit, columns):
+        yield RawRecord(source, None, rec)
 
 
-def _parquet_batches(unit: ReadUnit, columns: Sequence[str] | None, batch_rows: int = PARQUET_BATCH_ROWS):
-    """(the file's row index of the first row, record batch) of rows ``start..stop-1`` of the
-    unit's row group, streamed once: batches of ``batch_rows`` rows of the wanted columns (rows
-    before ``start`` are decoded and dropped)."""
+def _parquet_rows(unit: ReadUnit, columns: Sequence[str] | None, batch_rows: int = PARQUET_BATCH_ROWS) -> Iterator[tuple[str, dict]]:
+    """(source, record) of rows ``start..stop-1`` of the unit's row group, streamed once: batches
+    of ``batch_rows`` rows of the wanted columns (rows before ``start`` are decoded and dropped)."""
+    prefix = f"{unit.path}:row "
     with open_file(unit) as f:
         # buffer_size > 0: column chunks are read in 1 MiB pieces, not whole (memory follows the batch)
         pf = pq.ParquetFile(f, buffer_size=1 << 20)
@@ -490,7 +489,8 @@ def _parquet_batches(unit: ReadUnit, columns: Sequence[str] | None, batch_rows: 
         for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[unit.part], columns=cols, use_threads=False):
             lo, hi = max(start - seen, 0), min(stop - seen, batch.num_rows)
             if hi > lo:
-                yield offset + seen + lo, batch.slice(lo, hi - lo)
+                for i, rec in enumerate(batch.slice(lo, hi - lo).to_pylist(), start=offset + seen + lo + 1):
+                    yield prefix + str(i), rec
             seen += batch.num_rows
             if seen >= stop:
                 break
@@ -787,7 +787,7 @@ def _validate(r: dict, source: str, cfg: DataConfig, need_tags: bool, raw_text) 
         return Reject(row_id, NON_STRING_TEXT, source, raw_text())
     if len(text) > cfg.max_text_chars:
         return Reject(row_id, TEXT_TOO_LONG, source, raw_text())
-    if _SURROGATE_ESCAPES.search(text) is not None:
+    if _has_surrogates(text):
         return Reject(row_id, INVALID_UTF8, source, raw_text())
     clean = normalize(text, lowercase=cfg.lowercase, remove_stopwords=cfg.remove_stopwords)
     if not clean:
@@ -806,10 +806,8 @@ def read_unit(unit: ReadUnit, cfg: DataConfig, need_tags: bool) -> Iterator[Row 
     later, globally). Parquet records are checked as Arrow gives them, without a RawRecord each."""
     columns = needed_columns(cfg, need_tags)
     if unit.fmt == "parquet":
-        for first, batch in _parquet_batches(unit, columns):
-            prefix = f"{unit.path}:row "
-            for i, r in enumerate(batch.to_pylist(), start=first + 1):
-                yield _validate(r, prefix + str(i), cfg, need_tags, lambda r=r: _short(r))
+        for source, r in _parquet_rows(unit, columns):
+            yield _validate(r, source, cfg, need_tags, lambda r=r: _short(r))
         return
     for rec in iter_records(unit, columns, cfg.csv_delimiter):
         yield validate_record(rec, cfg, need_tags)

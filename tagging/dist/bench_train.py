@@ -69,5 +69,5 @@ def bench_train(data: Sequence[str], labels_file=None, epochs: int = 4, workers:
            "plain_samples_per_s": plain_sps, "ray_train_samples_per_s": ray_sps, "ray_over_plain": ratio,
            "model": to_dict(cfg.model), "batch_size": cfg.batch_size}
     out["table"] = (f"{'side':<34}{'samples/s':>12}\n{'plain PyTorch (1 process)':<34}{plain_sps:>12.0f}\n"
-        f"{f'Ray Train ({workers} workers, DDP)':<34}{ray_sps:>12.0f}\n{'ratio Ray/plain':<34}{ratio:>12.2f}")
+                    f"{f'Ray Train ({workers} workers, DDP)':<34}{ray_sps:>12.0f}\n{'ratio Ray/plain':<34}{ratio:>12.2f}")
     return out
